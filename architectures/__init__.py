@@ -1,0 +1,1 @@
+"""The ZePT network on nnU-Net's planned U-Net."""
