@@ -51,9 +51,10 @@ def channel_names(dataset_json: dict) -> List[str]:
 
 
 def is_region_based(dataset_json: dict) -> bool:
+    # nnU-Net trains sigmoid regions only when some label lists two or more ids
     labels = dataset_json.get("labels", {})
     return any(isinstance(v, (list, tuple)) and len(v) > 1 for k, v in labels.items()
-               if k not in IGNORED_LABEL_KEYS) or "regions_class_order" in dataset_json
+               if k not in IGNORED_LABEL_KEYS)
 
 
 def _norm(name: str) -> str:
@@ -165,10 +166,11 @@ def _index(names: Sequence[str], name, key: str) -> int:
 def _hosts_from_name(tumour_name: str, organ_names: Dict[int, str]) -> List[int]:
     """Host organs of a tumour named like `<organ>_tumour`: organs whose name shares the stem."""
     words = [w for w in _norm(tumour_name).split("_") if not any(w.startswith(t) for t in TUMOUR_WORDS)]
-    stem_words = [w.rstrip("s") for w in words if w not in ("left", "right", "l", "r")]
+    sides = ("left", "right", "l", "r")
+    stem_words = [w.rstrip("s") for w in words if w not in sides]
     hosts = []
     for c, organ in organ_names.items():
-        organ_words = [w.rstrip("s") for w in _norm(organ).split("_")]
+        organ_words = [w.rstrip("s") for w in _norm(organ).split("_") if w not in sides]
         if stem_words and all(any(ow.startswith(sw) or sw.startswith(ow) for ow in organ_words) for sw in stem_words):
             hosts.append(c)
     return hosts
@@ -236,6 +238,9 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
                 raise _err(f"zept.tumours.{tname}.{k}", spec[k], "unknown key", "use host, zero_shot, text")
         tumours.append(t)
         hosts[t] = hidx
+        if not isinstance(spec.get("zero_shot", False), bool):
+            raise _err(f"zept.tumours.{tname}.zero_shot", spec["zero_shot"], "must be true or false (a JSON boolean)",
+                       "write true or false without quotes")
         if spec.get("zero_shot", False):
             zero_shot.append(t)
         if "text" in spec:
@@ -247,6 +252,10 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
     if unassigned:
         raise _err("zept", unassigned, "these classes of `labels` are neither in zept.organs nor in zept.tumours",
                    "give every class a role")
+    for key in ("texts", "sources"):
+        if key in block and not isinstance(block[key], dict):
+            raise _err(f"zept.{key}", block[key], "must be an object keyed by name",
+                       '{"<class name>": "<text>"}' if key == "texts" else '{"<source>": {"case_prefix": ..., "annotates": [...]}}')
     for cname, text in (block.get("texts") or {}).items():
         _index(names, cname, "zept.texts")
         if not isinstance(text, str) or not text.strip():
@@ -268,6 +277,9 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
         for k in spec:
             if k not in ("annotates", "case_prefix", "cases"):
                 raise _err(f"zept.sources.{sname}.{k}", spec[k], "unknown key", "use annotates, case_prefix, cases")
+        if all(a in zero_shot for a in aidx):
+            raise _err(f"zept.sources.{sname}.annotates", ann, "lists only zero-shot classes, so the source "
+                       "annotates nothing that is trained", "list the classes its labels really contain")
         sources.append(CaseSource(sname, aidx, prefix, list(cases) if cases is not None else None))
     return ClassRoles(names, organs, tumours, hosts, zero_shot, texts=texts, sources=sources)
 
