@@ -32,6 +32,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 TUMOUR_WORDS = ("tumour", "tumor", "lesion", "cyst", "nodule", "cancer", "metastasis", "metastases",
                 "carcinoma", "mass", "neoplasm")
 IGNORED_LABEL_KEYS = ("background", "ignore")
+# names of the background tissue queries (nnunetv2_zept.knowledge), whose texts zept.texts may override
+BACKGROUND_TEXT_CLASSES = ("air", "fat", "soft_tissue", "bone", "background_tissue")
 
 
 class ZePTConfigError(ValueError):
@@ -197,7 +199,7 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
     block = dataset_json["zept"]
     if not isinstance(block, dict):
         raise _err("zept", block, "must be an object", "see docs/dataset.md for the format")
-    known = {"organs", "tumours", "texts", "sources"}
+    known = {"organs", "tumours", "texts", "sources", "text_encoder"}
     for k in block:
         if k not in known:
             raise _err(f"zept.{k}", block[k], "unknown key", f"use only {sorted(known)}")
@@ -256,8 +258,13 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
         if key in block and not isinstance(block[key], dict):
             raise _err(f"zept.{key}", block[key], "must be an object keyed by name",
                        '{"<class name>": "<text>"}' if key == "texts" else '{"<source>": {"case_prefix": ..., "annotates": [...]}}')
+    if "text_encoder" in block and (not isinstance(block["text_encoder"], str) or not block["text_encoder"].strip()):
+        raise _err("zept.text_encoder", block["text_encoder"], "must be a non-empty encoder spec string",
+                   'e.g. "minilm" or "open_clip:ViT-B-32:/path/to/open_clip_model.safetensors" (docs/knowledge.md)')
     for cname, text in (block.get("texts") or {}).items():
-        _index(names, cname, "zept.texts")
+        # the background tissue queries have texts too, and may be overridden
+        if cname not in BACKGROUND_TEXT_CLASSES:
+            _index(names, cname, "zept.texts")
         if not isinstance(text, str) or not text.strip():
             raise _err(f"zept.texts.{cname}", text, "must be a non-empty string", "write a knowledge paragraph")
         texts[cname] = text
