@@ -1,5 +1,62 @@
-from nnunetv2_zept.trainers.stage1 import nnUNetTrainerZePTStage1
+"""Stage 2: advanced (tumour) queries, their masked-attention decoder, the tumour head, the
+mask-feature adapter and the query-knowledge alignment, on top of a frozen Stage 1 model."""
+from typing import List
+
+import torch
+
+from nnunetv2_zept.checkpoints import load_checkpoint
+from nnunetv2_zept.losses.alignment import alignment_loss
+from nnunetv2_zept.losses.segmentation import masked_deep_supervision_loss
+from nnunetv2_zept.training.partial_labels import validity_mask
+from nnunetv2_zept.training.stage1_checkpoint import check_compatible_zept_config, find_stage1_checkpoint
+from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
 
-class nnUNetTrainerZePTStage2(nnUNetTrainerZePTStage1):
-    """Placeholder while the package skeleton is set up."""
+class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
+    """ZePT Stage 2.
+
+    Starts from the Stage 1 checkpoint of the same dataset, plans, configuration and fold (found in
+    nnUNet_results, or given with -pretrained_weights) and refuses to start without one.
+    Backbone, grouping, fundamental queries, organ head and anomaly calibration stay frozen
+    (no gradient, no optimizer state).  Seen tumour channels get the mask loss; zero-shot tumour
+    channels get none and learn only through the alignment of their query with their knowledge text.
+    """
+
+    STAGE = 2
+    DEFAULT_EPOCHS = 500
+    INITIAL_LR = 1e-3
+    ALIGNMENT_WEIGHT = 1.0
+
+    def trained_parameters(self, network) -> List[torch.nn.Parameter]:
+        return list(network.stage2_parameters())
+
+    def validated_channels(self) -> List[int]:
+        return list(self.roles.seen_tumours)
+
+    def compute_loss(self, output, target, keys, data) -> torch.Tensor:
+        valid = validity_mask(keys, self.roles, self.roles.seen_tumours).to(output[0].device)
+        loss = masked_deep_supervision_loss(output, target, valid)
+        aux = getattr(unwrap(self.network), "aux_outputs", None) or {}
+        if self.ALIGNMENT_WEIGHT > 0 and "align_query" in aux:
+            loss = loss + self.ALIGNMENT_WEIGHT * alignment_loss(aux["align_query"], aux["align_text"],
+                                                                 aux["logit_scale"])
+        return loss
+
+    def on_train_start(self):
+        # not initialised yet = neither -pretrained_weights nor a checkpoint (--c) was loaded:
+        # the Stage 1 checkpoint is required, and looked up before any worker starts
+        stage1_path = None
+        if not self.was_initialized:
+            stage1_path = find_stage1_checkpoint(self.output_folder_base.rsplit("/", 1)[0], self.__class__.__name__,
+                                                 self.plans_manager.plans_name, self.configuration_name, self.fold)
+        super().on_train_start()
+        net = unwrap(self.network)
+        if stage1_path is not None:
+            ckpt = load_checkpoint(stage1_path, map_location=self.device)
+            check_compatible_zept_config(ckpt, self.configuration_name, self.zept_config, stage1_path)
+            net.load_state_dict(ckpt["network_weights"])
+            self.print_to_log_file(f"Stage 2 starts from Stage 1 checkpoint {stage1_path}")
+        if self.current_epoch == 0:
+            # a Stage 1 checkpoint carries stage=1 and possibly other text embeddings
+            net.set_stage(2)
+            net.set_text_embeddings(torch.as_tensor(self.text_embeddings.embeddings, dtype=torch.float32))

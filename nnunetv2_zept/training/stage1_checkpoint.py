@@ -1,0 +1,66 @@
+"""Finding and checking the Stage 1 checkpoint that a Stage 2 training starts from."""
+import os
+from os.path import isfile, join
+from typing import Optional
+
+ENV_OVERRIDE = "NNUNETV2_ZEPT_STAGE1_CHECKPOINT"
+
+
+class Stage1CheckpointError(RuntimeError):
+    pass
+
+
+def stage1_trainer_name(stage2_trainer_name: str) -> str:
+    """nnUNetTrainerZePTStage2_100epochs -> nnUNetTrainerZePTStage1_100epochs (same suffix)."""
+    return stage2_trainer_name.replace("Stage2", "Stage1", 1)
+
+
+def find_stage1_checkpoint(results_dataset_folder: str, stage2_trainer_name: str, plans_name: str,
+                           configuration: str, fold) -> str:
+    """Path of the Stage 1 `checkpoint_final.pth` for the same dataset, plans, configuration and fold.
+
+    Looks for the Stage 1 trainer with the same suffix as the Stage 2 trainer, then for the plain
+    `nnUNetTrainerZePTStage1`.  `NNUNETV2_ZEPT_STAGE1_CHECKPOINT` overrides the lookup.
+    Raises Stage1CheckpointError naming every path it looked at and the command that makes one.
+    """
+    override = os.environ.get(ENV_OVERRIDE)
+    if override:
+        if not isfile(override):
+            raise Stage1CheckpointError(f"{ENV_OVERRIDE}={override} does not exist. Point it to a Stage 1 "
+                                        f"checkpoint_final.pth or unset it.")
+        return override
+    names = [stage1_trainer_name(stage2_trainer_name)]
+    if "nnUNetTrainerZePTStage1" not in names:
+        names.append("nnUNetTrainerZePTStage1")
+    tried = []
+    for name in names:
+        path = join(results_dataset_folder, f"{name}__{plans_name}__{configuration}", f"fold_{fold}",
+                    "checkpoint_final.pth")
+        if isfile(path):
+            return path
+        tried.append(path)
+    dataset = os.path.basename(os.path.normpath(results_dataset_folder))
+    raise Stage1CheckpointError(
+        "Stage 2 starts from a finished Stage 1 training of the same dataset, plans, configuration and fold, "
+        "and none was found. Looked for:\n  " + "\n  ".join(tried) +
+        f"\nMake it with:\n  nnUNetv2_train {dataset} {configuration} {fold} -tr {names[0]} -p {plans_name}\n"
+        f"or pass a Stage 1 checkpoint with -pretrained_weights PATH (or set {ENV_OVERRIDE}=PATH).")
+
+
+def check_compatible_zept_config(stage1_checkpoint: dict, configuration: str, zept_config: dict,
+                                 path: Optional[str] = None) -> None:
+    """The Stage 1 network must have the same class roles and text width as the Stage 2 one."""
+    try:
+        theirs = stage1_checkpoint["init_args"]["plans"]["configurations"][configuration]["zept"]
+    except (KeyError, TypeError):
+        raise Stage1CheckpointError(f"{path}: not a ZePT Stage 1 checkpoint (no zept configuration for "
+                                    f"{configuration!r} in its plans). Train Stage 1 with nnUNetTrainerZePTStage1.")
+    for key in ("roles", "text_dim", "switches"):
+        a, b = theirs.get(key), zept_config.get(key)
+        if key == "roles" and a and b:
+            a = {k: a[k] for k in ("names", "organs", "tumours", "hosts", "zero_shot")}
+            b = {k: b[k] for k in ("names", "organs", "tumours", "hosts", "zero_shot")}
+        if a != b:
+            raise Stage1CheckpointError(
+                f"{path}: Stage 1 was trained with a different zept {key} ({a!r}) than this Stage 2 "
+                f"({b!r}). Retrain Stage 1 on the current dataset.json / settings.")

@@ -1,0 +1,244 @@
+"""Hooks shared by both ZePT trainers.  Each method overrides one nnU-Net hook and delegates the
+work to the library (`nnunetv2_zept.training`, `nnunetv2_zept.losses`, `nnunetv2_zept.knowledge`).
+
+Settings a user or a test can change without writing a subclass (environment variables):
+  NNUNETV2_ZEPT_EPOCHS, NNUNETV2_ZEPT_ITERATIONS, NNUNETV2_ZEPT_VAL_ITERATIONS  training length
+  NNUNETV2_ZEPT_SAVE_EVERY  epochs between checkpoint_latest.pth writes (nnU-Net default 50)
+  NNUNETV2_ZEPT_SWITCHES    JSON object of network switches (ablations), e.g. '{"grouping": false}'
+  NNUNETV2_ZEPT_TEXT_ENCODER  which text encoder embeds the knowledge texts (docs/knowledge.md)
+"""
+import json
+import os
+from os.path import isfile, join
+from typing import List, Union
+
+import numpy as np
+import torch
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+
+from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
+from nnunetv2_zept.training.present_classes import present_channels
+
+ENV_EPOCHS = "NNUNETV2_ZEPT_EPOCHS"
+ENV_ITERATIONS = "NNUNETV2_ZEPT_ITERATIONS"
+ENV_VAL_ITERATIONS = "NNUNETV2_ZEPT_VAL_ITERATIONS"
+ENV_SWITCHES = "NNUNETV2_ZEPT_SWITCHES"
+ENV_SAVE_EVERY = "NNUNETV2_ZEPT_SAVE_EVERY"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        v = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer")
+    if v < 1:
+        raise ValueError(f"{name}={value!r} must be at least 1")
+    return v
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    if hasattr(network, "module") and isinstance(network, torch.nn.parallel.DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network
+
+
+class nnUNetTrainerZePTBase(nnUNetTrainer):
+    """Not meant to be trained directly: use nnUNetTrainerZePTStage1 / nnUNetTrainerZePTStage2."""
+
+    STAGE = 0
+    DEFAULT_EPOCHS = 1000
+    INITIAL_LR = 1e-3
+    WEIGHT_DECAY = 1e-4
+    WARMUP_FRACTION = 0.05
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = _env_int(ENV_EPOCHS, self.DEFAULT_EPOCHS)
+        self.num_iterations_per_epoch = _env_int(ENV_ITERATIONS, self.num_iterations_per_epoch)
+        self.num_val_iterations_per_epoch = _env_int(ENV_VAL_ITERATIONS, self.num_val_iterations_per_epoch)
+        self.save_every = _env_int(ENV_SAVE_EVERY, self.save_every)
+        self.initial_lr = self.INITIAL_LR
+        self.weight_decay = self.WEIGHT_DECAY
+        check_region_based(dataset_json)
+        self.roles = self._resolve_roles()
+        self.zept_config = self._make_zept_config()
+        # The predictor rebuilds the network from plans.json of the results folder, with no access
+        # to dataset.json or this trainer: the network's configuration travels in the plans.
+        self.plans_manager.plans["configurations"][configuration]["zept"] = self.zept_config
+        self.configuration_manager.configuration["zept"] = self.zept_config
+
+    # ----------------------------------------------------------------------------- set-up hooks
+    def _resolve_roles(self) -> ClassRoles:
+        present = None
+        if self.preprocessed_dataset_folder is not None and os.path.isdir(self.preprocessed_dataset_folder):
+            present = present_channels(self.preprocessed_dataset_folder, self.label_manager)
+        roles = roles_from_dataset_json(self.dataset_json, present)
+        self.print_to_log_file(roles.describe())
+        return roles
+
+    def _make_zept_config(self) -> dict:
+        from nnunetv2_zept.architectures import default_zept_config
+        from nnunetv2_zept.training.text_embeddings import text_embeddings_for_training
+
+        switches = json.loads(os.environ.get(ENV_SWITCHES, "{}") or "{}")
+        if not isinstance(switches, dict):
+            raise ValueError(f"{ENV_SWITCHES} must be a JSON object, got {switches!r}")
+        self.text_embeddings = text_embeddings_for_training(self.roles, switches, self.preprocessed_dataset_folder_base,
+                                                            self.dataset_json, log=self.print_to_log_file)
+        config = default_zept_config(self.roles, int(self.text_embeddings.embeddings.shape[1]), **switches)
+        config["text_encoder"] = {"name": self.text_embeddings.encoder, "text_hash": self.text_embeddings.text_hash}
+        return config
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        from nnunetv2_zept.architectures import build_zept_network
+
+        zept_config = configuration_manager.configuration.get("zept")
+        if zept_config is None:
+            raise ZePTConfigError(
+                "plans.json has no `zept` entry for this configuration, so the ZePT network cannot be rebuilt. "
+                "This happens with plans.json files not written by a ZePT trainer; predict with the "
+                "results folder of nnUNetTrainerZePTStage1/Stage2.")
+        return build_zept_network(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision, zept_config)
+
+    def _do_i_compile(self):
+        # Gumbel sampling and data-dependent attention masks break graph capture
+        return False
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        # left and right organs are distinct classes: no mirroring in training or at test time
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+    def trained_parameters(self, network) -> List[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def configure_optimizers(self):
+        from nnunetv2_zept.training.lr_schedule import WarmupCosineLR
+
+        net = unwrap(self.network)
+        net.set_text_embeddings(torch.as_tensor(self.text_embeddings.embeddings, dtype=torch.float32))
+        net.set_stage(self.STAGE)
+        trained = {id(p) for p in self.trained_parameters(net)}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in trained)
+        params = [p for p in net.parameters() if p.requires_grad]
+        n_frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+        self.print_to_log_file(f"ZePT stage {self.STAGE}: training {sum(p.numel() for p in params):,} parameters, "
+                               f"{n_frozen:,} frozen")
+        optimizer = torch.optim.AdamW(params, lr=self.initial_lr, weight_decay=self.weight_decay)
+        warmup = int(round(self.WARMUP_FRACTION * self.num_epochs))
+        return optimizer, WarmupCosineLR(optimizer, self.num_epochs, warmup)
+
+    def _build_loss(self):
+        # the loss needs the case keys (partial labels) and the input (tissue pseudo-labels), which
+        # nnU-Net's loss call does not pass: see compute_loss
+        return None
+
+    # ----------------------------------------------------------------------------- loss
+    def compute_loss(self, output, target, keys, data) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def _as_list(x) -> list:
+        return list(x) if isinstance(x, (list, tuple)) else [x]
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = [t.to(self.device, non_blocking=True) for t in self._as_list(batch["target"])]
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+        with ctx:
+            output = self._as_list(self.network(data))
+            loss = self.compute_loss(output, target, batch["keys"], data)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.requires_grad], 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.requires_grad], 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = [t.to(self.device, non_blocking=True) for t in self._as_list(batch["target"])]
+        ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+        with ctx, torch.no_grad():
+            output = self._as_list(self.network(data))
+            # eval mode gives full resolution only; score it against the full-resolution target
+            loss = self.compute_loss(output, target[: len(output)], batch["keys"], data)
+        pred = (torch.sigmoid(output[0].float()) > 0.5).long()
+        axes = [0] + list(range(2, pred.ndim))
+        tp, fp, fn, _ = get_tp_fp_fn_tn(pred, target[0], axes=axes)
+        # pseudo Dice only over the channels this stage trains; the others are NaN and skipped by nnU-Net's nanmean
+        keep = torch.zeros(pred.shape[1], dtype=torch.bool)
+        keep[self.validated_channels()] = True
+        nan = torch.full_like(tp.float(), float("nan"))
+        return {"loss": loss.detach().cpu().numpy(),
+                "tp_hard": torch.where(keep.to(tp.device), tp.float(), nan).cpu().numpy(),
+                "fp_hard": torch.where(keep.to(fp.device), fp.float(), nan).cpu().numpy(),
+                "fn_hard": torch.where(keep.to(fn.device), fn.float(), nan).cpu().numpy()}
+
+    def validated_channels(self) -> List[int]:
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        # nnU-Net's pseudo Dice is NaN for a channel that is empty in every validation patch and never
+        # predicted; one NaN epoch would poison the EMA that selects checkpoint_best.  A trained
+        # channel that is correctly left empty counts as 1; channels this stage does not train stay NaN.
+        from nnunetv2.utilities.collate_outputs import collate_outputs
+
+        out = collate_outputs(val_outputs)
+        tp, fp, fn = (np.nansum(out[k], 0) for k in ("tp_hard", "fp_hard", "fn_hard"))
+        if self.is_ddp:
+            import torch.distributed as dist
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (tp, fp, fn, out["loss"]))
+            tp, fp, fn = (np.sum([g[i] for g in gathered], 0) for i in range(3))
+            loss_here = np.vstack([g[3] for g in gathered]).mean()
+        else:
+            loss_here = np.mean(out["loss"])
+        trained = set(self.validated_channels())
+        dice = []
+        for c, (a, b, d) in enumerate(zip(tp, fp, fn)):
+            if c not in trained:
+                dice.append(float("nan"))
+            else:
+                dice.append(1.0 if 2 * a + b + d == 0 else float(2 * a / (2 * a + b + d)))
+        self.logger.log("mean_fg_dice", float(np.nanmean(dice)) if trained else 0.0, self.current_epoch)
+        self.logger.log("dice_per_class_or_region", dice, self.current_epoch)
+        self.logger.log("val_losses", loss_here, self.current_epoch)
+
+    # ----------------------------------------------------------------------------- safety
+    def _refuse_to_overwrite_finished_run(self):
+        """A new (not resumed) training never replaces checkpoints a user already has."""
+        if self.current_epoch != 0:
+            return
+        existing = [f for f in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+                    if isfile(join(self.output_folder, f))]
+        if existing:
+            raise RuntimeError(
+                f"{self.output_folder} already holds {', '.join(existing)}. A new training would overwrite them. "
+                f"Continue that training with --c, run only its validation with --val, or move the folder away "
+                f"to start over.")
+
+    def on_train_start(self):
+        self._refuse_to_overwrite_finished_run()
+        super().on_train_start()
