@@ -5,9 +5,7 @@ from typing import List
 import torch
 
 from nnunetv2_zept.checkpoints import load_checkpoint
-from nnunetv2_zept.losses.alignment import alignment_loss
-from nnunetv2_zept.losses.segmentation import masked_deep_supervision_loss
-from nnunetv2_zept.training.partial_labels import validity_mask
+from nnunetv2_zept.losses.stage_losses import stage2_loss
 from nnunetv2_zept.training.stage1_checkpoint import check_compatible_zept_config, find_stage1_checkpoint
 from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
@@ -34,13 +32,8 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
         return list(self.roles.seen_tumours)
 
     def compute_loss(self, output, target, keys, data) -> torch.Tensor:
-        valid = validity_mask(keys, self.roles, self.roles.seen_tumours).to(output[0].device)
-        loss = masked_deep_supervision_loss(output, target, valid)
         aux = getattr(unwrap(self.network), "aux_outputs", None) or {}
-        if self.ALIGNMENT_WEIGHT > 0 and "align_query" in aux:
-            loss = loss + self.ALIGNMENT_WEIGHT * alignment_loss(aux["align_query"], aux["align_text"],
-                                                                 aux["logit_scale"])
-        return loss
+        return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT)
 
     def on_train_start(self):
         # not initialised yet = neither -pretrained_weights nor a checkpoint (--c) was loaded:

@@ -1,0 +1,47 @@
+"""The loss of each ZePT training stage, as one function each, shared by the trainers and the tests."""
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from nnunetv2_zept.losses.segmentation import masked_bce_dice, masked_deep_supervision_loss
+from nnunetv2_zept.roles import ClassRoles
+from nnunetv2_zept.training.background_tissue import tissue_pseudo_labels
+from nnunetv2_zept.training.healthy_organ_targets import healthy_organ_targets
+from nnunetv2_zept.training.partial_labels import validity_mask
+
+
+def stage1_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], keys: Sequence[str],
+                data: torch.Tensor, aux: Dict, roles: ClassRoles, background_names: Sequence[str],
+                intensity_properties: Dict, healthy_mode: str = "negative") -> torch.Tensor:
+    """Organ channels on healthy-organ targets over the deep-supervision pyramid, plus the
+    background tissue queries on HU pseudo-labels of the voxels no annotated class covers.
+
+    outputs/targets: nnU-Net's pyramids ([B, C, *spatial] each, full resolution first).
+    """
+    valid = validity_mask(keys, roles, roles.organs).to(outputs[0].device)
+    healthy = [healthy_organ_targets(t, roles, healthy_mode) for t in targets]
+    weights = None if healthy[0][1] is None else [w for _, w in healthy]
+    loss = masked_deep_supervision_loss(outputs, [t for t, _ in healthy], valid, weights)
+    logits = aux.get("background_logits")
+    if logits is not None and len(background_names):
+        # background only where the case annotates every organ: elsewhere an unannotated organ could hide
+        fully = valid.sum(1) == len(roles.organs)
+        unexplained = ~(targets[0].float().amax(1) > 0)
+        labels = tissue_pseudo_labels(data, unexplained, intensity_properties, background_names)
+        loss = loss + masked_bce_dice(logits, labels, fully.float()[:, None].expand(-1, labels.shape[1]))
+    return loss
+
+
+def stage2_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], keys: Sequence[str],
+                aux: Dict, roles: ClassRoles, alignment_weight: float = 1.0,
+                relation: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Seen tumour channels (masked BCE + Dice over the pyramid) plus the query-knowledge alignment.
+    Zero-shot tumour channels get no mask loss: only the alignment shapes their queries."""
+    from nnunetv2_zept.losses.alignment import alignment_loss
+
+    valid = validity_mask(keys, roles, roles.seen_tumours).to(outputs[0].device)
+    loss = masked_deep_supervision_loss(outputs, targets, valid)
+    if alignment_weight > 0 and "align_query" in aux:
+        loss = loss + alignment_weight * alignment_loss(aux["align_query"], aux["align_text"], aux["logit_scale"],
+                                                        relation=relation)
+    return loss

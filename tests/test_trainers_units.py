@@ -1,0 +1,158 @@
+"""Pieces of the ZePT training losses, and a DDP step of each stage (issue: trainers)."""
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from nnunetv2_zept.losses.segmentation import masked_bce_dice
+from nnunetv2_zept.roles import roles_from_dataset_json
+from nnunetv2_zept.training.background_tissue import tissue_pseudo_labels
+from nnunetv2_zept.training.healthy_organ_targets import healthy_organ_targets
+from nnunetv2_zept.training.lr_schedule import WarmupCosineLR
+from nnunetv2_zept.training.partial_labels import validity_mask
+
+DATASET_JSON = {
+    "labels": {"background": 0, "liver": [1, 4], "kidney_right": 2, "kidney_left": [3, 5],
+               "liver_tumour": 4, "kidney_tumour": 5},
+    "zept": {"organs": ["liver", "kidney_right", "kidney_left"],
+             "tumours": {"liver_tumour": {"host": ["liver"]},
+                         "kidney_tumour": {"host": ["kidney_right", "kidney_left"], "zero_shot": True}},
+             "sources": {"a": {"case_prefix": "A_", "annotates": ["liver", "liver_tumour"]}}},
+}
+ROLES = roles_from_dataset_json(DATASET_JSON)
+
+
+def test_unannotated_channels_get_exactly_zero_gradient():
+    logits = torch.randn(2, 5, 6, 6, 6, requires_grad=True)
+    target = (torch.rand(2, 5, 6, 6, 6) > 0.5).float()
+    valid = validity_mask(["A_001", "B_002"], ROLES, ROLES.organs + ROLES.tumours)
+    # case A annotates liver + liver tumour only; case B (no source) everything but the zero-shot class
+    assert valid.tolist() == [[1, 0, 0, 1, 0], [1, 1, 1, 1, 0]]
+    masked_bce_dice(logits, target, valid).backward()
+    g = logits.grad.flatten(2).abs().sum(-1)
+    assert torch.all(g[valid == 0] == 0)
+    assert torch.all(g[valid == 1] > 0)
+
+
+def test_all_masked_batch_is_zero_and_keeps_graph():
+    logits = torch.randn(1, 5, 4, 4, 4, requires_grad=True)
+    loss = masked_bce_dice(logits, torch.zeros_like(logits), torch.zeros(1, 5))
+    loss.backward()
+    assert loss.item() == 0 and torch.all(logits.grad == 0)
+
+
+def test_healthy_organ_targets_make_tumour_voxels_negative_for_the_host():
+    t = torch.zeros(1, 5, 4, 4, 4)
+    t[0, 0, :2] = 1          # liver region (includes the tumour)
+    t[0, 3, 0] = 1           # liver tumour: slice 0
+    new, w = healthy_organ_targets(t, ROLES, "negative")
+    assert w is None and new[0, 0, 0].sum() == 0 and new[0, 0, 1].sum() == 16
+    assert torch.equal(new[0, 3], t[0, 3])               # tumour channel itself untouched
+    new, w = healthy_organ_targets(t, ROLES, "ignore")
+    assert torch.equal(new, t) and w[0, 0, 0].sum() == 0 and w[0, 0, 1].sum() == 16 and w[0, 1:].min() == 1
+
+
+def test_tissue_pseudo_labels_from_hu():
+    props = {"mean": 50.0, "std": 100.0, "percentile_00_5": -1000.0, "percentile_99_5": 1500.0}
+    hu = torch.tensor([-900.0, -100.0, 40.0, 700.0]).reshape(1, 1, 4, 1, 1)
+    x = (hu - 50.0) / 100.0
+    lab = tissue_pseudo_labels(x, torch.ones(1, 4, 1, 1, dtype=torch.bool), props, ["air", "fat", "soft_tissue", "bone"])
+    assert lab[0, :, :, 0, 0].argmax(0).tolist() == [0, 1, 2, 3]
+    # organ-only intensity statistics clip everything darker than the organs onto the lower bound: that is fat
+    props_clipped = {"mean": 100.0, "std": 30.0, "percentile_00_5": 30.0, "percentile_99_5": 200.0}
+    x = (torch.tensor([30.0, 120.0]).reshape(1, 1, 2, 1, 1) - 100.0) / 30.0
+    lab = tissue_pseudo_labels(x, torch.ones(1, 2, 1, 1, dtype=torch.bool), props_clipped, ["air", "fat", "soft_tissue", "bone"])
+    assert lab[0, :, :, 0, 0].argmax(0).tolist() == [1, 2]
+    # explained voxels carry no pseudo-label; a single catch-all query takes every unexplained voxel
+    expl = torch.tensor([True, False]).reshape(1, 2, 1, 1)
+    lab = tissue_pseudo_labels(x, expl, props_clipped, ["background_tissue"])
+    assert lab.flatten().tolist() == [1.0, 0.0]
+
+
+def test_warmup_then_cosine_to_zero():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, num_epochs=20, warmup_epochs=4)
+    lrs = []
+    for e in range(20):
+        sched.step(e)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] < lrs[1] < lrs[3] and abs(lrs[4] - 1.0) < 1e-9
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.02
+
+
+# ----------------------------------------------------------------------------- DDP with gloo on CPU
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _ddp_worker(rank, world, port, result_queue):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+    from nnunetv2_zept.architectures.config import background_names
+    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.losses.stage_losses import stage1_loss, stage2_loss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    try:
+        plans = make_plans((32, 32, 32), (1.5, 1.5, 1.5))
+        pm, cm = managers(plans)
+        cfg = default_zept_config(ROLES, 16)
+        props = plans["foreground_intensity_properties_per_channel"]["0"]
+        steps = {}
+        for stage in (1, 2):
+            torch.manual_seed(0)
+            net = build_zept_network(pm, cm, 1, ROLES.num_channels, True, cfg)
+            net.set_text_embeddings(torch.nn.functional.normalize(torch.randn(len(cfg["query_classes"]), 16), dim=1))
+            net.set_stage(stage)
+            trained = {id(p) for p in (net.stage1_parameters() if stage == 1 else net.stage2_parameters())}
+            for p in net.parameters():
+                p.requires_grad_(id(p) in trained)
+            ddp = DDP(net)   # nnU-Net wraps without find_unused_parameters
+            opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+            g = torch.Generator().manual_seed(rank)
+            for _ in range(2):   # an unused parameter makes the *second* step raise
+                x = torch.randn(1, 1, 32, 32, 32, generator=g)
+                outs = ddp(x)
+                tg = [(torch.rand(o.shape, generator=g) > 0.7).float() for o in outs]
+                keys = [f"A_{rank}" if stage == 2 else f"B_{rank}"]
+                if stage == 1:
+                    loss = stage1_loss(outs, tg, keys, x, net.aux_outputs, ROLES, background_names(cfg["switches"]), props)
+                else:
+                    loss = stage2_loss(outs, tg, keys, net.aux_outputs, ROLES)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+            steps[stage] = missing
+        result_queue.put((rank, "ok", steps))
+    except Exception as e:  # report to the parent instead of hanging it
+        result_queue.put((rank, "error", repr(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_step_of_each_stage_needs_no_find_unused_parameters():
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join(60)
+    for rank, status, info in results:
+        assert status == "ok", f"rank {rank}: {info}"
+        assert info == {1: [], 2: []}, f"rank {rank}: trainable parameters without gradient {info}"
