@@ -71,7 +71,7 @@ def test_dataset_names_resolve(name, canonical):
     assert resolve_class_name(name) == canonical
 
 
-@pytest.mark.parametrize("name", ["cancer", "tumour", "spleen cyst", "left colon", "thyroid", "foo_bar"])
+@pytest.mark.parametrize("name", ["cancer", "tumour", "gallbladder cyst", "left colon", "thyroid", "foo_bar"])
 def test_unmatched_names_do_not_guess(name):
     assert resolve_class_name(name) is None
 
