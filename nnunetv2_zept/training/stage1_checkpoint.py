@@ -55,7 +55,9 @@ def check_compatible_zept_config(stage1_checkpoint: dict, configuration: str, ze
     except (KeyError, TypeError):
         raise Stage1CheckpointError(f"{path}: not a ZePT Stage 1 checkpoint (no zept configuration for "
                                     f"{configuration!r} in its plans). Train Stage 1 with nnUNetTrainerZePTStage1.")
-    for key in ("roles", "text_dim", "switches"):
+    # switches are not compared: ablations train Stage 2 variants (no self-prompt, no alignment, ...) on one
+    # Stage 1; a structural mismatch is caught by the strict load_state_dict that follows
+    for key in ("roles", "text_dim"):
         a, b = theirs.get(key), zept_config.get(key)
         if key == "roles" and a and b:
             a = {k: a[k] for k in ("names", "organs", "tumours", "hosts", "zero_shot")}
