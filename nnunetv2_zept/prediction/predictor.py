@@ -1,0 +1,171 @@
+"""nnU-Net's predictor, extended to carry the ZePT anomaly map through the sliding window.
+
+A ZePT network exposes its anomaly map on request: with `network.return_anomaly_map = True`
+its eval forward returns one extra LAST channel holding the calibrated anomaly map as a logit
+(see notes/network_contract.md).  nnU-Net's sliding window allocates its blending buffer with
+`label_manager.num_segmentation_heads` channels, so `AnomalyMapPredictor` lends the predictor a
+label manager that reports one more head for the duration of a sliding-window call.  Tiling,
+Gaussian blending, mirroring TTA and fold averaging stay nnU-Net's own code and apply to the
+anomaly channel exactly as to the segmentation channels.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+
+class ModelError(ValueError):
+    """The model folder cannot be used; the message says why and how to fix it."""
+
+
+class _LabelManagerWithExtraHeads:
+    """Read-only view of a LabelManager that reports `extra` more segmentation heads."""
+
+    def __init__(self, label_manager, extra: int):
+        self._wrapped = label_manager
+        self.num_segmentation_heads = label_manager.num_segmentation_heads + extra
+
+    def __getattr__(self, name):
+        return getattr(self._wrapped, name)
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module that owns the attributes (strips torch.compile and DDP wrappers)."""
+    while True:
+        if hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        elif isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            network = network.module
+        else:
+            return network
+
+
+def network_has_anomaly_map(network: nn.Module) -> bool:
+    return hasattr(unwrap_network(network), "return_anomaly_map")
+
+
+class AnomalyMapPredictor(nnUNetPredictor):
+    """nnUNetPredictor whose logits have one extra last channel (the anomaly logit) when
+    `with_anomaly_map` is on and the network supports it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.with_anomaly_map = False
+
+    def enable_anomaly_map(self) -> bool:
+        """Ask the network for its anomaly map; False (and nothing changed) if it has none."""
+        if self.network is None:
+            raise RuntimeError("initialise the predictor before enabling the anomaly map")
+        if not network_has_anomaly_map(self.network):
+            self.with_anomaly_map = False
+            return False
+        unwrap_network(self.network).return_anomaly_map = True
+        self.with_anomaly_map = True
+        return True
+
+    @property
+    def num_output_channels(self) -> int:
+        """Channels of the returned logits: segmentation heads (+1 anomaly)."""
+        return self.label_manager.num_segmentation_heads + int(self.with_anomaly_map)
+
+    @contextmanager
+    def _extra_head_buffer(self):
+        if not self.with_anomaly_map:
+            yield
+            return
+        real = self.label_manager
+        self.label_manager = _LabelManagerWithExtraHeads(real, 1)
+        try:
+            yield
+        finally:
+            self.label_manager = real
+
+    @torch.inference_mode()
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+        with self._extra_head_buffer():
+            logits = super().predict_sliding_window_return_logits(input_image)
+        if logits.shape[0] != self.num_output_channels:
+            raise RuntimeError(
+                f"the network returned {logits.shape[0]} channels, expected {self.num_output_channels} "
+                f"({self.label_manager.num_segmentation_heads} segmentation heads"
+                f"{' + 1 anomaly map' if self.with_anomaly_map else ''})")
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# finding and checking the trained model folder
+
+
+def model_folder_from_ids(dataset: str, configuration: str, trainer: str, plans: str) -> str:
+    """`nnUNet_results/DatasetXXX_Name/<trainer>__<plans>__<configuration>` like nnUNetv2_predict."""
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        raise ModelError("-d was given but the environment variable nnUNet_results is not set. Set it to the "
+                         "folder that holds your trained models, or pass the model folder with -m")
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    try:
+        dataset_name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:
+        raise ModelError(f"dataset {dataset!r} not found: {e}") from None
+    folder = os.path.join(results, dataset_name, f"{trainer}__{plans}__{configuration}")
+    if not os.path.isdir(folder):
+        raise ModelError(f"model folder {folder} does not exist: no {trainer} model with plans {plans} and "
+                         f"configuration {configuration} was trained for {dataset_name}. Check -tr/-p/-c")
+    return folder
+
+
+def _available_folds(model_folder: str, checkpoint_name: str) -> List[str]:
+    out = []
+    for name in sorted(os.listdir(model_folder)):
+        if name.startswith("fold_") and os.path.isfile(os.path.join(model_folder, name, checkpoint_name)):
+            out.append(name[len("fold_"):])
+    return out
+
+
+def check_model_folder(model_folder: str, folds: Optional[Sequence[Union[int, str]]],
+                       checkpoint_name: str) -> Tuple[Union[int, str], ...]:
+    """The folds to use; a ModelError naming what is missing otherwise."""
+    if not os.path.isdir(model_folder):
+        raise ModelError(f"model folder {model_folder} does not exist")
+    for f in ("plans.json", "dataset.json"):
+        if not os.path.isfile(os.path.join(model_folder, f)):
+            raise ModelError(f"model folder {model_folder} has no {f}; pass the trained model folder "
+                             f"(<Trainer>__<Plans>__<configuration>, the one holding fold_0, ...)")
+    available = _available_folds(model_folder, checkpoint_name)
+    if folds is None or len(folds) == 0:
+        auto = [f for f in available if f != "all"]
+        if not auto:
+            auto = [f for f in available if f == "all"]
+        if not auto:
+            raise ModelError(f"model folder {model_folder} has no fold_*/{checkpoint_name}; train the model first "
+                             f"or choose another checkpoint with -chk")
+        return tuple(int(f) if f != "all" else f for f in auto)
+    wanted = [str(f) for f in folds]
+    missing = [f for f in wanted if f not in available]
+    if missing:
+        raise ModelError(
+            f"model folder {model_folder} lacks fold(s) {', '.join(missing)} with {checkpoint_name} (available: "
+            f"{', '.join(available) or 'none'}). Pass -f with available folds or train the missing ones")
+    return tuple(int(f) if f != "all" else f for f in wanted)
+
+
+def build_predictor(model_folder: str, folds: Optional[Sequence[Union[int, str]]], checkpoint_name: str,
+                    device: torch.device, use_mirroring: bool, tile_step_size: float = 0.5,
+                    verbose: bool = False, progress_bar: bool = False) -> AnomalyMapPredictor:
+    use_folds = check_model_folder(model_folder, folds, checkpoint_name)
+    predictor = AnomalyMapPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                    perform_everything_on_device=device.type == "cuda", device=device,
+                                    verbose=verbose, verbose_preprocessing=verbose, allow_tqdm=progress_bar)
+    try:
+        predictor.initialize_from_trained_model_folder(model_folder, use_folds, checkpoint_name)
+    except RuntimeError as e:
+        # e.g. the trainer class is not installed, or weights do not match the network
+        raise ModelError(f"cannot load the model in {model_folder}: {e}") from None
+    return predictor
