@@ -1,0 +1,129 @@
+"""The `zept_config` dict: defaults, validation and the query order shared by network and trainer.
+
+    {"roles": ClassRoles.to_dict(), "text_dim": int, "query_classes": [str, ...], "switches": {...}}
+
+`query_classes` lists every query that has a knowledge text, in query order: organ channel
+names (roles.organs order), background tissue names, tumour channel names (roles.tumours order).
+Missing switches take the defaults below; unknown switches are an error (a typo would otherwise
+silently train the wrong model).
+"""
+from __future__ import annotations
+
+import copy
+from typing import List, Tuple, Union
+
+from nnunetv2_zept.roles import ClassRoles, ZePTConfigError
+
+BACKGROUND_TISSUES = {
+    "per_tissue": ["air", "fat", "soft_tissue", "bone"],
+    "one": ["background_tissue"],
+    "none": [],
+}
+
+DEFAULT_SWITCHES = {
+    # ablation switches (DESIGN.md 5 and 10); defaults are the project's choice
+    "grouping": True,
+    "self_prompt": True,
+    "alignment": True,
+    "anomaly_injection": True,
+    "disentangled": True,
+    "background_queries": "per_tissue",
+    "anomaly_calibration": "calibrated",
+    "organ_restriction": True,
+    # sizes and knobs
+    "hidden_dim": 256,                 # query width D
+    "num_heads": 8,
+    "grouping_ffn_mult": 4,
+    "tumour_ffn_hidden": 1024,
+    "align_dim": 256,
+    "max_levels": 4,                   # tapped levels for grouping / prompts / tumour decoder
+    "max_tokens_per_level": 40000,     # finest tapped level at most this many voxels at the plan's patch
+    "min_level_downsampling": 4,       # ... and at most 1/4**dim of the patch's voxels
+    "prompt_threshold": 0.5,
+    "organ_dilation_voxels": 3,        # full-resolution half-width of the organ-region dilation
+    "adapter_channels": 16,
+    "adapter_kernel": 3,
+    "tumour_decoder_order": "fine_to_coarse",
+    "calibration_momentum": 0.02,
+}
+
+_CHOICES = {
+    "background_queries": tuple(BACKGROUND_TISSUES),
+    "anomaly_calibration": ("calibrated", "minmax"),
+    "tumour_decoder_order": ("fine_to_coarse", "coarse_to_fine"),
+}
+
+
+def _roles(roles: Union[ClassRoles, dict]) -> ClassRoles:
+    if isinstance(roles, ClassRoles):
+        return roles
+    if isinstance(roles, dict):
+        return ClassRoles.from_dict(roles)
+    raise ZePTConfigError(f"zept_config['roles'] = {type(roles).__name__}: must be ClassRoles.to_dict(). "
+                          f"Fix: build the config with default_zept_config(roles, text_dim)")
+
+
+def resolve_switches(switches: dict | None) -> dict:
+    """Defaults filled in, types and choices checked."""
+    switches = dict(switches or {})
+    unknown = sorted(set(switches) - set(DEFAULT_SWITCHES))
+    if unknown:
+        raise ZePTConfigError(f"zept_config['switches'] has unknown keys {unknown}. Fix: use only "
+                              f"{sorted(DEFAULT_SWITCHES)}")
+    out = copy.deepcopy(DEFAULT_SWITCHES)
+    out.update(switches)
+    for k, default in DEFAULT_SWITCHES.items():
+        v = out[k]
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise ZePTConfigError(f"zept_config['switches']['{k}'] = {v!r}: must be true or false")
+        if k in _CHOICES and v not in _CHOICES[k]:
+            raise ZePTConfigError(f"zept_config['switches']['{k}'] = {v!r}: use one of {list(_CHOICES[k])}")
+        if isinstance(default, int) and not isinstance(default, bool) and (not isinstance(v, int) or v < 0):
+            raise ZePTConfigError(f"zept_config['switches']['{k}'] = {v!r}: must be a non-negative integer")
+    if out["hidden_dim"] % out["num_heads"]:
+        raise ZePTConfigError(f"hidden_dim {out['hidden_dim']} is not divisible by num_heads {out['num_heads']}")
+    if not 0.0 < float(out["prompt_threshold"]) < 1.0:
+        raise ZePTConfigError(f"prompt_threshold {out['prompt_threshold']!r} must lie in (0, 1)")
+    return out
+
+
+def background_names(switches: dict) -> List[str]:
+    return list(BACKGROUND_TISSUES[resolve_switches(switches)["background_queries"]])
+
+
+def query_class_names(zept_config: dict) -> List[str]:
+    """Names of all queries with a text, in query order: organs, background tissues, tumours."""
+    roles = _roles(zept_config["roles"])
+    return ([roles.names[c] for c in roles.organs] + background_names(zept_config.get("switches"))
+            + [roles.names[t] for t in roles.tumours])
+
+
+def default_zept_config(roles: Union[ClassRoles, dict], text_dim: int, **switches) -> dict:
+    """A complete zept_config with default switches (override any with keyword arguments)."""
+    if not isinstance(text_dim, int) or text_dim <= 0:
+        raise ZePTConfigError(f"text_dim = {text_dim!r}: must be a positive int (the text encoder's width)")
+    r = _roles(roles)
+    cfg = {"roles": r.to_dict(), "text_dim": int(text_dim), "switches": resolve_switches(switches)}
+    cfg["query_classes"] = query_class_names(cfg)
+    return cfg
+
+
+def resolve_config(zept_config: dict) -> Tuple[ClassRoles, int, dict, List[str]]:
+    """(roles, text_dim, switches, query_classes) of a stored config, checked for consistency."""
+    if not isinstance(zept_config, dict):
+        raise ZePTConfigError(f"zept_config must be a dict, got {type(zept_config).__name__}. "
+                              f"Fix: default_zept_config(roles, text_dim)")
+    for k in ("roles", "text_dim"):
+        if k not in zept_config:
+            raise ZePTConfigError(f"zept_config lacks '{k}'. Fix: build it with default_zept_config(roles, text_dim)")
+    roles = _roles(zept_config["roles"])
+    switches = resolve_switches(zept_config.get("switches"))
+    text_dim = zept_config["text_dim"]
+    if not isinstance(text_dim, int) or text_dim <= 0:
+        raise ZePTConfigError(f"zept_config['text_dim'] = {text_dim!r}: must be a positive int")
+    names = query_class_names({"roles": roles.to_dict(), "switches": switches})
+    stored = zept_config.get("query_classes")
+    if stored is not None and list(stored) != names:
+        raise ZePTConfigError(f"zept_config['query_classes'] = {stored} does not match the roles and switches "
+                              f"(expected {names}). Fix: rebuild it with default_zept_config or query_class_names")
+    return roles, text_dim, switches, names

@@ -1,0 +1,74 @@
+"""Mask heads: class logits as dot products of projected queries with per-voxel features.
+
+A query n at decoder level j gives the logit map <W_j(q_n), f_j(x)> / sqrt(C_j) + b_j(q_n):
+a dynamic 1x1 convolution whose weights come from the query, exactly the role nnU-Net's seg
+layers play.  The queries are projected into each level's channel space (instead of projecting
+every voxel into the query space) so the per-voxel cost is one C_j-dim dot product per query
+and no extra full-resolution feature map is stored.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .self_prompt import LOGIT_CLAMP
+
+
+class QueryLevelHead(nn.Module):
+    """queries [B, Q, D], features [B, C, *s] -> logits [B, Q, *s] (float32)."""
+
+    def __init__(self, dim: int, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.weight = nn.Linear(dim, channels)
+        self.bias = nn.Linear(dim, 1)
+        self.scale = 1.0 / math.sqrt(channels)
+
+    def forward(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        b, c = features.shape[:2]
+        qn = self.norm(queries)
+        w = self.weight(qn) * self.scale                                   # [B, Q, C]
+        logits = torch.bmm(w.to(features.dtype), features.reshape(b, c, -1))  # fp32 accumulate in bmm
+        logits = logits.float() + self.bias(qn).float()
+        return logits.view(b, -1, *features.shape[2:])
+
+
+class MultiLevelMaskHead(nn.Module):
+    """One QueryLevelHead per decoder level (coarse -> fine, the last at full resolution)."""
+
+    def __init__(self, dim: int, level_channels: Sequence[int]):
+        super().__init__()
+        self.levels = nn.ModuleList(QueryLevelHead(dim, c) for c in level_channels)
+
+    def forward(self, level: int, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.levels[level](queries, features)
+
+
+class MaskFeatureAdapter(nn.Module):
+    """Stage-2 adapter on the frozen full-resolution mask features: [B, C, *s] -> [B, H, *s].
+
+    A small trainable conv (kernel `kernel`, then GELU and a 1x1 conv) lets the tumour head use
+    feature combinations the frozen Stage-1 features do not offer linearly (DESIGN.md 10,
+    decision 5).  It is only run in Stage 2.
+    """
+
+    def __init__(self, conv_op: type, channels: int, hidden: int, kernel: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(conv_op(channels, hidden, kernel, 1, kernel // 2), nn.GELU(),
+                                 conv_op(hidden, hidden, 1, 1, 0))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
+
+
+def inject_anomaly(tumour_logits: torch.Tensor, anomaly_logit: torch.Tensor) -> torch.Tensor:
+    """tumour_logits [B, T, *s] + calibrated anomaly logit [B, 1, *s] (the [R] injection), float32."""
+    return tumour_logits.float() + anomaly_logit.float()
+
+
+def restrict(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Logits outside `region` (bool, broadcastable) set to the most negative logit (no gradient there)."""
+    return torch.where(region, logits, logits.new_full((), -LOGIT_CLAMP))

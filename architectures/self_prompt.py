@@ -1,0 +1,122 @@
+"""Self-prompting: anomaly from the fundamental queries' best affinity, calibrated, as attention masks.
+
+Per level, the fundamental (organ + background tissue) queries' affinity logits s(n, x) are
+already computed by the mask heads (they are also the deep-supervision logits, so they are
+trained logits with a meaningful zero).  The anomaly is a(x) = -max_n s(n, x): high where no
+query explains the voxel.
+
+Calibration (DESIGN.md 10, decision 2):
+- "calibrated" (default): logit l = (a - offset) / scale with per-level buffers.  `scale` is a
+  running standard deviation of `a` gathered while Stage 1 trains (EMA, frozen afterwards and
+  in eval), `offset` defaults to 0 = the queries' own decision boundary (sigmoid(l) > 0.5 iff
+  no query claims the voxel with probability > 0.5) and can be set by a calibration step.  The
+  score sigmoid(l) is absolute: the same voxel gets the same score in every sliding-window tile
+  and a tumour-free volume is not forced to contain anomalies.
+- "minmax" (paper): per-sample min-max over the patch, then the logit of that value.
+
+Prompts: voxels with score >= threshold (and, with organ restriction, inside the dilated
+predicted region of the tumours' host organs) are visible to the advanced queries; the mask is
+built without gradient, and a sample whose mask would block everything is fully unblocked.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOGIT_CLAMP = 30.0
+_MINMAX_EPS = 1e-6
+
+
+def best_affinity_anomaly(fundamental_logits: torch.Tensor) -> torch.Tensor:
+    """[B, Qf, *s] -> a = -max over queries, [B, 1, *s] float32."""
+    return -fundamental_logits.float().amax(dim=1, keepdim=True)
+
+
+class AnomalyCalibration(nn.Module):
+    """Turns the raw anomaly a [B, 1, *s] of level `level` into a logit l [B, 1, *s] (float32)."""
+
+    def __init__(self, num_levels: int, mode: str = "calibrated", momentum: float = 0.02):
+        super().__init__()
+        if mode not in ("calibrated", "minmax"):
+            raise ValueError(f"anomaly_calibration={mode!r}: use 'calibrated' or 'minmax'")
+        self.mode = mode
+        self.momentum = momentum
+        self.register_buffer("anomaly_scale", torch.ones(num_levels))
+        self.register_buffer("anomaly_offset", torch.zeros(num_levels))
+        self.register_buffer("anomaly_mean", torch.zeros(num_levels))
+        self.register_buffer("num_updates", torch.zeros(num_levels, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, level: int, a: torch.Tensor) -> None:
+        """Fold the statistics of one batch of a (any shape) into the running buffers."""
+        a = a.detach().float()
+        std, mean = a.std().clamp_min(1e-3), a.mean()
+        if not (torch.isfinite(std) and torch.isfinite(mean)):
+            return
+        m = 1.0 if int(self.num_updates[level]) == 0 else self.momentum
+        self.anomaly_scale[level].lerp_(std, m)
+        self.anomaly_mean[level].lerp_(mean, m)
+        self.num_updates[level] += 1
+
+    def forward(self, level: int, a: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=a.device.type, enabled=False):
+            a = a.float()
+            if self.mode == "calibrated":
+                logit = (a - self.anomaly_offset[level]) / self.anomaly_scale[level].clamp_min(1e-3)
+            else:
+                flat = a.flatten(1)
+                lo = flat.amin(dim=1).view(-1, *[1] * (a.dim() - 1))
+                hi = flat.amax(dim=1).view(-1, *[1] * (a.dim() - 1))
+                p = ((a - lo) / (hi - lo).clamp_min(_MINMAX_EPS)).clamp(1e-6, 1 - 1e-6)
+                logit = torch.log(p) - torch.log1p(-p)
+            return logit.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+
+
+def dilate(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
+    """Binary dilation of a bool mask [B, C, *s] by a box of half-width radius[axis] (separable)."""
+    x = mask.float()
+    dim = x.dim() - 2
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dim]
+    for axis, r in enumerate(radius):
+        if r <= 0:
+            continue
+        k, p = [1] * dim, [0] * dim
+        k[axis], p[axis] = 2 * r + 1, r
+        x = pool(x, kernel_size=k, stride=1, padding=p)
+    return x > 0.5
+
+
+def level_radius(radius_full_res: int, stride: Sequence[int]) -> Tuple[int, ...]:
+    """Dilation half-width per axis at a level of cumulative `stride` (at least one voxel)."""
+    return tuple(max(1, int(math.ceil(radius_full_res / s))) if radius_full_res > 0 else 0 for s in stride)
+
+
+@torch.no_grad()
+def host_regions(organ_logits: torch.Tensor, host_sets: List[List[int]], radius: Sequence[int]) -> torch.Tensor:
+    """organ_logits [B, N_org, *s] -> bool [B, len(host_sets), *s]: dilated predicted union of each host set.
+
+    host_sets index into the organ axis of organ_logits.
+    """
+    present = organ_logits.detach() > 0
+    regions = [present[:, hs].any(dim=1) for hs in host_sets]
+    return dilate(torch.stack(regions, dim=1), radius)
+
+
+@torch.no_grad()
+def prompt_mask(anomaly_logit: torch.Tensor, threshold: float, region: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """anomaly_logit [B, 1, *s], region bool [B, 1, *s] or None -> blocked bool [B, L] (True = blocked).
+
+    A sample whose every voxel would be blocked is unblocked everywhere, so no attention row is
+    ever fully blocked (and a flat or NaN-free constant input still yields a usable mask).
+    """
+    score = torch.sigmoid(anomaly_logit.detach().float())
+    visible = score >= threshold
+    if region is not None:
+        visible = visible & region
+    blocked = ~visible.flatten(1)
+    full = blocked.all(dim=1, keepdim=True)
+    return blocked & ~full

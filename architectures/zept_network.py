@@ -1,0 +1,261 @@
+r"""ZePTNetwork: nnU-Net's planned U-Net + fundamental/advanced queries (zept-method.md 3, 11.3).
+
+Data flow (details in docs/architecture.md):
+
+    x -> encoder -> skips ----------------------------------------------+ (tokens of tapped levels)
+               \-> decoder (every stage kept) -> decoder_outs[k] -------+
+    fundamental queries --GroupingBlock per tapped level (coarse->fine)--> q_fund
+    per level k: fundamental logits = head_k(q, decoder_outs[k])  (organ + tissue affinities)
+                 anomaly l_k = calibrated(-max over queries)      -> prompts (tapped levels)
+    Stage 1: tumour channels = l_k restricted to dilated host organs
+    Stage 2: advanced queries -> TumourDecoder(masked by prompts) -> tumour head (+ adapter at
+             full res) + l_k (anomaly injection); zero-shot channels restricted to host organs
+    output channels in dataset.json order; deep supervision: one output per decoder stage.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnunetv2_zept.roles import ZePTConfigError
+
+from .alignment_head import AlignmentHead
+from .backbone_taps import build_planned_unet, run_backbone, stage_strides, take_encoder_decoder
+from .config import BACKGROUND_TISSUES, default_zept_config, query_class_names, resolve_config
+from .grouping import GroupingBlock
+from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, inject_anomaly, restrict
+from .self_prompt import LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask
+from .tumour_decoder import TumourDecoder
+
+__all__ = ["ZePTNetwork", "build_zept_network", "default_zept_config", "query_class_names"]
+
+# parameters whose names start with these belong to Stage 1 (backbone, grouping, fundamental
+# queries, organ/tissue head); everything else is Stage 2.
+STAGE1_PREFIXES = ("encoder.", "decoder.", "token_proj.", "fundamental_queries", "grouping.", "fundamental_head.")
+
+
+def select_levels(level_shapes: List[tuple], max_levels: int, max_tokens: int, min_downsampling: int) -> List[int]:
+    """Decoder levels (indices, coarse -> fine) used for grouping, prompts and the tumour decoder.
+
+    Candidates are all decoder stage outputs except the full-resolution one that, at the plan's
+    patch, have at most `max_tokens` voxels and at most 1 / min_downsampling**dim of the
+    full-resolution voxels (on average at least /min_downsampling per axis: /4 keeps a 128^3
+    patch's /4 level, 32^3 tokens, but not a 64^3 patch's /2 level, whose tokens would cost more
+    memory than the U-Net level itself).  The finest `max_levels` candidates are taken; the
+    coarsest level is always allowed so that every plan has at least one.
+    """
+    full = int(np.prod(level_shapes[-1]))
+    limit = min(max_tokens, full / float(min_downsampling) ** len(level_shapes[-1]))
+    cand = [k for k, s in enumerate(level_shapes[:-1]) if int(np.prod(s)) <= limit]
+    if not cand:
+        cand = [0]
+    return cand[-max_levels:]
+
+
+class ZePTNetwork(nn.Module):
+    """forward(x [B, C_in, *patch]) -> logits [B, C_out, *patch] (or a deep-supervision list)."""
+
+    def __init__(self, unet: nn.Module, patch_size, num_output_channels: int, zept_config: dict):
+        super().__init__()
+        roles, text_dim, sw, names = resolve_config(zept_config)
+        if roles.num_channels != num_output_channels:
+            raise ZePTConfigError(
+                f"the network has {num_output_channels} output channels but zept_config roles name "
+                f"{roles.num_channels} classes {roles.names}. Fix: build zept_config from the same dataset.json")
+        self.zept_config = {"roles": roles.to_dict(), "text_dim": text_dim, "switches": sw, "query_classes": names}
+        self.switches = sw
+        self.roles = roles
+        self.encoder, self.decoder = take_encoder_decoder(unet)
+        n_stages = len(self.encoder.output_channels)
+        if n_stages < 3:
+            raise ZePTConfigError(f"the plan's U-Net has {n_stages} stages; ZePT needs at least 3 "
+                                  f"(re-plan with a larger patch size)")
+        strides = stage_strides(self.encoder)
+        self.n_dec = n_stages - 1
+        self.dec_channels = [int(self.encoder.output_channels[-(k + 2)]) for k in range(self.n_dec)]
+        self.dec_strides = [strides[-(k + 2)] for k in range(self.n_dec)]
+        shapes = [tuple(int(p) // s for p, s in zip(patch_size, st)) for st in self.dec_strides]
+        self.tapped = select_levels(shapes, sw["max_levels"], sw["max_tokens_per_level"], sw["min_level_downsampling"])
+        self.full = self.n_dec - 1
+
+        # query bookkeeping: fundamental rows = organs, tissues (+ tumours when not disentangled)
+        self.n_org, self.n_bg, self.n_tum = len(roles.organs), len(BACKGROUND_TISSUES[sw["background_queries"]]), len(roles.tumours)
+        n_fund = self.n_org + self.n_bg + (0 if sw["disentangled"] else self.n_tum)
+        self.anomaly_rows = list(range(self.n_org + self.n_bg))
+        organ_pos = {c: i for i, c in enumerate(roles.organs)}
+        self.host_sets = [[organ_pos[h] for h in roles.hosts[t]] for t in roles.tumours]
+        all_hosts = sorted({h for hs in self.host_sets for h in hs}) or list(range(self.n_org))
+        self.zero_shot_pos = [i for i, t in enumerate(roles.tumours) if t in roles.zero_shot]
+        order = list(roles.organs) + list(roles.tumours)
+        self.register_buffer("channel_order", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
+        self._region_sets = self.host_sets + [all_hosts]
+
+        d, heads = sw["hidden_dim"], sw["num_heads"]
+        conv_op = self.encoder.conv_op
+        # ---- Stage 1 ----
+        self.token_proj = nn.ModuleList(nn.Sequential(nn.Linear(self.dec_channels[k], d), nn.LayerNorm(d))
+                                        for k in self.tapped)
+        self.fundamental_queries = nn.Parameter(torch.randn(n_fund, d) * 0.02)
+        self.grouping = nn.ModuleList(GroupingBlock(d, heads, "group" if sw["grouping"] else "cross", sw["grouping_ffn_mult"])
+                                      for _ in self.tapped)
+        self.fundamental_head = MultiLevelMaskHead(d, self.dec_channels)
+        self.calibration = AnomalyCalibration(self.n_dec, sw["anomaly_calibration"], sw["calibration_momentum"])
+        # ---- Stage 2 ----
+        if sw["disentangled"] and self.n_tum:
+            self.advanced_queries = nn.Parameter(torch.randn(self.n_tum, d) * 0.02)
+        if self.n_tum:
+            self.tumour_decoder = TumourDecoder(d, heads, sw["tumour_ffn_hidden"], len(self.tapped), sw["tumour_decoder_order"])
+            self.tumour_head = MultiLevelMaskHead(d, self.dec_channels)
+            self.adapter = MaskFeatureAdapter(conv_op, self.dec_channels[-1], sw["adapter_channels"], sw["adapter_kernel"])
+            self.adapter_head = QueryLevelHead(d, sw["adapter_channels"])
+        if sw["alignment"]:
+            self.alignment_head = AlignmentHead(d, text_dim, sw["align_dim"])
+        # ---- state ----
+        self.register_buffer("text_embeddings", torch.zeros(len(names), text_dim))
+        self.register_buffer("stage", torch.tensor(1, dtype=torch.long))
+        self.return_anomaly_map = False
+        self.aux_outputs: Dict[str, object] = {}
+
+    # ------------------------------------------------------------------ public helpers
+    @property
+    def query_class_names(self) -> List[str]:
+        return list(self.zept_config["query_classes"])
+
+    def set_stage(self, stage: int) -> None:
+        if stage not in (1, 2):
+            raise ValueError(f"stage={stage!r}: ZePT has stages 1 and 2")
+        self.stage.fill_(int(stage))
+
+    @torch.no_grad()
+    def set_text_embeddings(self, t: torch.Tensor) -> None:
+        """t [Q_text, text_dim] in query_class_names order."""
+        t = torch.as_tensor(t)
+        if tuple(t.shape) != tuple(self.text_embeddings.shape):
+            raise ValueError(f"text embeddings of shape {tuple(t.shape)}; expected {tuple(self.text_embeddings.shape)} "
+                             f"= (one row per query class {self.query_class_names}, text_dim). Fix: encode exactly "
+                             f"network.query_class_names with the text encoder named in the config")
+        if not torch.isfinite(t).all():
+            raise ValueError("text embeddings contain NaN or inf")
+        self.text_embeddings.copy_(t.to(self.text_embeddings))
+
+    def stage1_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for n, p in self.named_parameters() if n.startswith(STAGE1_PREFIXES))
+
+    def stage2_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for n, p in self.named_parameters() if not n.startswith(STAGE1_PREFIXES))
+
+    # ------------------------------------------------------------------ forward
+    def _assemble(self, organ: torch.Tensor, tumour: Optional[torch.Tensor]) -> torch.Tensor:
+        parts = [organ.float()] + ([tumour.float()] if tumour is not None else [])
+        # every part is already finite; the clamp keeps fp16 blending in nnU-Net's predictor safe
+        return torch.cat(parts, dim=1).index_select(1, self.channel_order).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+
+    def forward(self, x: torch.Tensor):
+        sw = self.switches
+        ds = bool(getattr(self.decoder, "deep_supervision", False))
+        stage = int(self.stage)
+        taps = run_backbone(self.encoder, self.decoder, x)
+        dec = taps.decoder_outs
+        b = x.shape[0]
+        levels = list(range(self.n_dec)) if ds else sorted(set(self.tapped) | {self.full})
+
+        # fundamental queries, grouped coarse -> fine; per-level affinities with the queries of that level
+        q = self.fundamental_queries.unsqueeze(0).expand(b, -1, -1)
+        tokens, fund_logits = {}, {}
+        for i, k in enumerate(self.tapped):
+            tokens[k] = self.token_proj[i](taps.skips[-(k + 2)].flatten(2).transpose(1, 2))
+            q = self.grouping[i](q, tokens[k])
+            fund_logits[k] = self.fundamental_head(k, q, dec[k])
+        for k in levels:
+            if k not in fund_logits:
+                fund_logits[k] = self.fundamental_head(k, q, dec[k])
+        q_fund = q
+
+        # calibrated anomaly and organ regions per level
+        update = self.training and stage == 1 and sw["anomaly_calibration"] == "calibrated"
+        anomaly, regions = {}, {}
+        for k in levels:
+            a = best_affinity_anomaly(fund_logits[k][:, self.anomaly_rows])
+            if update:
+                self.calibration.update(k, a)
+            anomaly[k] = self.calibration(k, a)
+            if sw["organ_restriction"] and self.n_tum:
+                r = level_radius(sw["organ_dilation_voxels"], self.dec_strides[k])
+                regions[k] = host_regions(fund_logits[k][:, :self.n_org], self._region_sets, r)
+        prompts = {}
+        if sw["self_prompt"]:
+            for k in self.tapped:
+                reg = regions[k][:, -1:] if k in regions else None
+                prompts[k] = prompt_mask(anomaly[k], sw["prompt_threshold"], reg)
+
+        # tumour channels
+        tumour = {}
+        adv = None
+        if self.n_tum:
+            if stage == 1:
+                for k in levels:
+                    t = anomaly[k].expand(-1, self.n_tum, *anomaly[k].shape[2:])
+                    tumour[k] = restrict(t, regions[k][:, :self.n_tum]) if k in regions else t
+            else:
+                fund_ctx = q_fund[:, :self.n_org + self.n_bg]
+                adv0 = (self.advanced_queries.unsqueeze(0).expand(b, -1, -1) if sw["disentangled"]
+                        else q_fund[:, self.n_org + self.n_bg:])
+                adv = self.tumour_decoder(fund_ctx, adv0, [tokens[k] for k in self.tapped],
+                                          [prompts.get(k) for k in self.tapped])
+                for k in levels:
+                    t = self.tumour_head(k, adv, dec[k])
+                    if k == self.full:
+                        t = t + self.adapter_head(adv, self.adapter(dec[k]))
+                    if sw["anomaly_injection"]:
+                        t = inject_anomaly(t, anomaly[k])
+                    if k in regions and self.zero_shot_pos:
+                        zs = self.zero_shot_pos
+                        t = t.clone()
+                        t[:, zs] = restrict(t[:, zs], regions[k][:, zs])
+                    tumour[k] = t
+
+        outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in levels}
+
+        if self.training:
+            self._store_aux(q_fund, adv, fund_logits, anomaly, prompts)
+        else:
+            self.aux_outputs = {}
+
+        if ds:
+            return [outs[k] for k in range(self.n_dec)][::-1]
+        out = outs[self.full]
+        if self.return_anomaly_map:
+            amap = anomaly[self.full]
+            if self.full in regions:
+                amap = restrict(amap, regions[self.full][:, -1:])
+            out = torch.cat([out, amap.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)], dim=1)
+        return out
+
+    def _store_aux(self, q_fund, adv, fund_logits, anomaly, prompts) -> None:
+        sw = self.switches
+        aux: Dict[str, object] = {}
+        if sw["alignment"]:
+            tum = adv
+            if tum is None and self.n_tum:
+                tum = (self.advanced_queries.unsqueeze(0).expand(q_fund.shape[0], -1, -1) if sw["disentangled"]
+                       else q_fund[:, self.n_org + self.n_bg:])
+            qs = q_fund[:, :self.n_org + self.n_bg]
+            if tum is not None:
+                qs = torch.cat([qs, tum], dim=1)
+            aux["align_query"], aux["align_text"], aux["logit_scale"] = self.alignment_head(qs, self.text_embeddings)
+        if self.n_bg:
+            aux["background_logits"] = fund_logits[self.full][:, self.n_org:self.n_org + self.n_bg].clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        aux["anomaly"] = torch.sigmoid(anomaly[self.full].clamp(-15.0, 15.0))   # stays inside (0, 1) in fp32
+        aux["prompt_masks"] = [prompts[k] for k in self.tapped if k in prompts]
+        self.aux_outputs = aux
+
+
+def build_zept_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,
+                       enable_deep_supervision: bool, zept_config: dict) -> ZePTNetwork:
+    """The ZePT network on the plan's U-Net (signature of the network contract)."""
+    del plans_manager  # the configuration manager carries everything the network needs
+    unet = build_planned_unet(configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision)
+    return ZePTNetwork(unet, configuration_manager.patch_size, num_output_channels, zept_config)

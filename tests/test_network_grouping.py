@@ -1,0 +1,70 @@
+"""Object-aware grouping: every voxel goes to exactly one query; Gumbel noise only in training."""
+import torch
+
+from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.architectures.grouping import GroupingBlock, hard_assignment
+
+
+def test_hard_assignment_is_one_hot_over_queries_with_straight_through_gradient():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 7, 500, requires_grad=True)
+    for training in (True, False):
+        w, idx = hard_assignment(scores, training)
+        assert w.shape == (2, 7, 500) and idx.shape == (2, 500)
+        torch.testing.assert_close(w.detach().sum(1), torch.ones(2, 500))
+        assert ((w.detach() - 1).abs() < 1e-6).sum(1).eq(1).all(), "exactly one query per voxel"
+        assert (w.detach().abs() < 1e-6).sum(1).eq(6).all()
+        assert torch.equal(w.detach().argmax(1), idx)
+    _, idx_eval = hard_assignment(scores, False)
+    assert torch.equal(idx_eval, scores.detach().argmax(1)), "eval = plain arg-max, no noise"
+    w, _ = hard_assignment(scores, True)
+    (w * torch.randn_like(w)).sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0, "straight-through passes the softmax gradient"
+
+
+def test_grouping_block_deterministic_in_eval_stochastic_in_training():
+    torch.manual_seed(0)
+    blk = GroupingBlock(32, 4)
+    q, tok = torch.randn(2, 6, 32), torch.randn(2, 300, 32)
+    blk.eval()
+    a, b = blk(q, tok), blk(q, tok)
+    ia = blk.last_assignment
+    assert torch.equal(a, b) and ia.shape == (2, 300) and ia.min() >= 0 and ia.max() < 6
+    blk.train()
+    assigns = []
+    for _ in range(3):
+        blk(q, tok)
+        assigns.append(blk.last_assignment)
+    assert any(not torch.equal(assigns[0], x) for x in assigns[1:]), "Gumbel noise must change assignments in training"
+    out = blk(q.requires_grad_(), tok)
+    out.sum().backward()
+    for n, p in blk.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+    assert blk.assign_k.weight.grad.abs().sum() > 0
+
+
+def test_cross_mode_has_no_assignment():
+    blk = GroupingBlock(32, 4, mode="cross").eval()
+    out = blk(torch.randn(1, 3, 32), torch.randn(1, 50, 32))
+    assert out.shape == (1, 3, 32) and blk.last_assignment is None
+
+
+def test_grouping_inside_the_network_assigns_every_voxel_of_every_level():
+    pm, cm = managers(make_plans((32, 32, 32), (1, 1, 1), base_features=8))
+    roles = example_roles()
+    cfg = default_zept_config(roles, 16, hidden_dim=32, num_heads=4, min_level_downsampling=2)
+    net = build_zept_network(pm, cm, 1, roles.num_channels, False, cfg).eval()
+    assert len(net.tapped) == 2
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        y1 = net(x)
+        a1 = [g.last_assignment.clone() for g in net.grouping]
+        y2 = net(x)
+    n_fund = net.fundamental_queries.shape[0]
+    for g, k, a in zip(net.grouping, net.tapped, a1):
+        n_vox = int(torch.tensor(net.dec_strides[k]).new_tensor(cm.patch_size).div(torch.tensor(net.dec_strides[k]),
+                                                                                    rounding_mode="floor").prod())
+        assert a.shape == (1, n_vox) and a.max() < n_fund
+        assert torch.equal(a, g.last_assignment)
+    assert torch.equal(y1, y2)

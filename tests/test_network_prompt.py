@@ -1,0 +1,120 @@
+"""Self-prompt: absolute calibrated anomaly, prompt masks without gradient and never fully blocked."""
+import torch
+
+from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, host_regions,
+                                                     level_radius, prompt_mask)
+
+
+def _phantom_logits(shape=(24, 24, 24)):
+    """Fundamental logits of 3 queries: an 'organ' ball, 'tissue' elsewhere, and an unexplained lesion."""
+    z, y, x = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij")
+    organ = ((z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2) < 64
+    lesion = ((z - 12) ** 2 + (y - 10) ** 2 + (x - 14) ** 2) < 6
+    logits = torch.full((1, 3, *shape), -6.0)
+    logits[0, 0][organ & ~lesion] = 5.0
+    logits[0, 1][~organ] = 4.0
+    logits = logits + 0.3 * torch.randn_like(logits)
+    return logits, organ, lesion
+
+
+def test_calibrated_prompt_admits_the_lesion_and_blocks_the_rest_without_gradient():
+    torch.manual_seed(0)
+    logits, organ, lesion = _phantom_logits()
+    logits.requires_grad_(True)
+    cal = AnomalyCalibration(1, "calibrated")
+    a = best_affinity_anomaly(logits)
+    ell = cal(0, a)
+    assert ell.requires_grad
+    blocked = prompt_mask(ell, 0.5)
+    assert blocked.dtype == torch.bool and not blocked.requires_grad and blocked.shape == (1, 24 ** 3)
+    frac = blocked.float().mean().item()
+    assert 0.0 < frac < 1.0
+    visible = ~blocked.view(24, 24, 24)
+    assert visible[lesion].float().mean() > 0.95 and visible[~lesion].float().mean() < 0.01
+
+
+def test_no_fully_blocked_row_and_no_nan_on_flat_input():
+    flat = torch.zeros(2, 4, 8, 8, 8)                       # every query equally (un)sure: max == min
+    for mode in ("calibrated", "minmax"):
+        cal = AnomalyCalibration(1, mode)
+        ell = cal(0, best_affinity_anomaly(flat))
+        assert torch.isfinite(ell).all()
+        blocked = prompt_mask(ell, 0.5)
+        assert not blocked.all(dim=1).any()
+    confident = torch.full((2, 4, 8, 8, 8), 10.0)         # everything explained: all would be blocked
+    blocked = prompt_mask(AnomalyCalibration(1)(0, best_affinity_anomaly(confident)), 0.5)
+    assert not blocked.all(dim=1).any() and not blocked.any(), "a fully blocked sample is unblocked"
+    # region restriction that excludes everything also ends unblocked rather than fully blocked
+    logits, _, _ = _phantom_logits()
+    blocked = prompt_mask(AnomalyCalibration(1)(0, best_affinity_anomaly(logits)), 0.5,
+                          torch.zeros(1, 1, 24, 24, 24, dtype=torch.bool))
+    assert not blocked.all(dim=1).any()
+
+
+def test_calibrated_score_is_tile_invariant_minmax_is_not():
+    torch.manual_seed(0)
+    logits, _, _ = _phantom_logits()
+    a = best_affinity_anomaly(logits)
+    tile = (slice(None), slice(None), slice(0, 8), slice(0, 24), slice(0, 24))   # tile without the lesion
+    cal = AnomalyCalibration(1, "calibrated")
+    with torch.no_grad():
+        cal.update(0, a * 3.0)                     # some learned scale, frozen afterwards
+    torch.testing.assert_close(cal(0, a)[tile], cal(0, a[tile]))
+    mm = AnomalyCalibration(1, "minmax")
+    assert (mm(0, a)[tile] - mm(0, a[tile])).abs().max() > 1.0
+    # a lesion-free tile gets no prompt with the calibrated score; min-max always admits its own maximum
+    assert (torch.sigmoid(cal(0, a[tile])) >= 0.5).sum() == 0
+    assert (torch.sigmoid(mm(0, a[tile])) >= 0.5).sum() > 0
+
+
+def test_calibration_statistics_update_only_in_stage1_training():
+    pm, cm = managers(make_plans((32, 32, 32), (1, 1, 1), base_features=8))
+    roles = example_roles()
+    net = build_zept_network(pm, cm, 1, roles.num_channels, True,
+                             default_zept_config(roles, 16, hidden_dim=32, num_heads=4))
+    x = torch.randn(1, 1, 32, 32, 32)
+    before = net.calibration.anomaly_scale.clone()
+    net.eval()
+    with torch.no_grad():
+        net(x)
+    assert torch.equal(net.calibration.anomaly_scale, before) and net.calibration.num_updates.sum() == 0
+    net.train()
+    with torch.no_grad():
+        net(x)
+    assert net.calibration.num_updates.min() == 1 and not torch.equal(net.calibration.anomaly_scale, before)
+    after1 = net.calibration.anomaly_scale.clone()
+    net.set_stage(2)
+    with torch.no_grad():
+        net(x)
+    assert torch.equal(net.calibration.anomaly_scale, after1), "frozen after Stage 1"
+
+
+def test_dilation_and_host_regions():
+    m = torch.zeros(1, 1, 9, 9, 9, dtype=torch.bool)
+    m[0, 0, 4, 4, 4] = True
+    d = dilate(m, (1, 2, 0))
+    assert d.sum() == 3 * 5 * 1 and d[0, 0, 3:6, 2:7, 4].all()
+    assert level_radius(3, (1, 2, 8)) == (3, 2, 1)
+    organ_logits = torch.full((1, 2, 9, 9, 9), -5.0)
+    organ_logits[0, 1, 4, 4, 4] = 5.0
+    reg = host_regions(organ_logits, [[0], [1], [0, 1]], (1, 1, 1))
+    assert reg.shape == (1, 3, 9, 9, 9) and reg[0, 0].sum() == 0 and reg[0, 1].sum() == 27 and reg[0, 2].sum() == 27
+
+
+def test_network_prompt_masks_are_detached_bool_and_never_fully_blocked():
+    pm, cm = managers(make_plans((32, 32, 32), (1, 1, 1), base_features=8))
+    roles = example_roles()
+    net = build_zept_network(pm, cm, 1, roles.num_channels, True,
+                             default_zept_config(roles, 16, hidden_dim=32, num_heads=4, min_level_downsampling=2)).train()
+    net.set_stage(2)
+    net(torch.randn(2, 1, 32, 32, 32))
+    masks = net.aux_outputs["prompt_masks"]
+    assert len(masks) == len(net.tapped) == 2
+    for m, k in zip(masks, net.tapped):
+        n = 1
+        for p, s in zip(cm.patch_size, net.dec_strides[k]):
+            n *= p // s
+        assert m.dtype == torch.bool and not m.requires_grad and m.shape == (2, n)
+        assert not m.all(dim=1).any()

@@ -1,0 +1,225 @@
+"""Contract of the ZePT network (notes/network_contract.md): outputs, aux outputs, stages, state."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nnunetv2_zept.architectures import build_zept_network, default_zept_config, query_class_names
+from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.roles import ZePTConfigError
+
+PATCH = (32, 32, 32)
+TEXT_DIM = 24
+SMALL = dict(hidden_dim=32, num_heads=4, tumour_ffn_hidden=64, align_dim=16, adapter_channels=4,
+             min_level_downsampling=2)
+
+
+def _net(ds=True, **switches):
+    torch.manual_seed(0)
+    pm, cm = managers(make_plans(PATCH, (1, 1, 1), base_features=8))
+    roles = example_roles()
+    cfg = default_zept_config(roles, TEXT_DIM, **{**SMALL, **switches})
+    net = build_zept_network(pm, cm, 1, roles.num_channels, ds, cfg)
+    net.set_text_embeddings(torch.randn(len(net.query_class_names), TEXT_DIM))
+    return net, pm, cm, cfg
+
+
+def _stage_loss(net, outs, stage):
+    """A loss on the stage's outputs, as the trainers build it (all channels + the stage's aux terms)."""
+    loss = sum(o.sigmoid().mean() * (0.5 ** i) for i, o in enumerate(outs))
+    aux = net.aux_outputs
+    if "background_logits" in aux:
+        loss = loss + aux["background_logits"].sigmoid().mean()
+    if stage == 2 and "align_query" in aux:
+        sim = aux["logit_scale"] * aux["align_query"] @ aux["align_text"].T          # [B, Q, Q]
+        target = torch.arange(sim.shape[1]).expand(sim.shape[0], -1)
+        loss = loss + F.cross_entropy(sim.transpose(1, 2), target)
+    return loss
+
+
+def test_query_order_and_config():
+    net, _, _, cfg = _net()
+    roles = example_roles()
+    expected = ["liver", "kidney", "spleen", "air", "fat", "soft_tissue", "bone", "liver_tumour", "kidney_cyst"]
+    assert query_class_names(cfg) == net.query_class_names == cfg["query_classes"] == expected
+    assert query_class_names(default_zept_config(roles, 8, background_queries="one"))[3] == "background_tissue"
+    assert len(query_class_names(default_zept_config(roles, 8, background_queries="none"))) == 5
+    json.dumps(net.zept_config)
+    with pytest.raises(ZePTConfigError, match="unknown keys"):
+        default_zept_config(roles, 8, grupping=False)
+    with pytest.raises(ZePTConfigError, match="anomaly_calibration"):
+        default_zept_config(roles, 8, anomaly_calibration="zscore")
+    pm, cm = managers(make_plans(PATCH, (1, 1, 1), base_features=8))
+    with pytest.raises(ZePTConfigError, match="output channels"):
+        build_zept_network(pm, cm, 1, 7, True, cfg)
+    with pytest.raises(ValueError, match="text embeddings"):
+        net.set_text_embeddings(torch.zeros(3, TEXT_DIM))
+
+
+def test_eval_returns_one_finite_tensor_and_anomaly_channel():
+    net, _, _, _ = _net(ds=False)
+    net.eval()
+    x = torch.randn(2, 1, *PATCH) * 100
+    for stage in (1, 2):
+        net.set_stage(stage)
+        with torch.no_grad():
+            y = net(x)
+        assert torch.is_tensor(y) and y.shape == (2, 5, *PATCH) and y.dtype == torch.float32
+        assert torch.isfinite(y).all() and y.abs().max() <= 30
+        net.return_anomaly_map = True
+        with torch.no_grad():
+            ya = net(x)
+        net.return_anomaly_map = False
+        assert ya.shape == (2, 6, *PATCH) and torch.equal(ya[:, :5], y) and torch.isfinite(ya).all()
+    with torch.no_grad():                               # constant input: no NaN anywhere
+        assert torch.isfinite(net(torch.zeros(1, 1, *PATCH))).all()
+
+
+def test_training_outputs_and_aux_outputs():
+    net, _, cm, _ = _net()
+    net.train()
+    outs = net(torch.randn(2, 1, *PATCH))
+    assert isinstance(outs, list) and len(outs) == 3 and outs[0].shape == (2, 5, *PATCH)
+    aux = net.aux_outputs
+    assert aux["align_query"].shape == (2, 9, SMALL["align_dim"]) and aux["align_text"].shape == (9, SMALL["align_dim"])
+    torch.testing.assert_close(aux["align_query"].norm(dim=-1), torch.ones(2, 9))
+    torch.testing.assert_close(aux["align_text"].norm(dim=-1), torch.ones(9))
+    assert aux["logit_scale"].ndim == 0 and 1.0 < aux["logit_scale"].detach().item() <= 100.0
+    assert aux["background_logits"].shape == (2, 4, *PATCH)
+    assert aux["anomaly"].shape == (2, 1, *PATCH) and aux["anomaly"].min() > 0 and aux["anomaly"].max() < 1
+    assert all(m.dtype == torch.bool for m in aux["prompt_masks"])
+    # Stage 1: tumour channels are the (restricted) anomaly logit, identical for both tumour types
+    # where both hosts' regions agree, and -30 outside the dilated host organ
+    t = outs[0][:, [1, 3]]
+    assert ((t == -30) | (t - torch.logit(aux["anomaly"].clamp(1e-6, 1 - 1e-6)).clamp(-30, 30)).abs().lt(1e-3)).all()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_stage_parameter_sets_are_disjoint_cover_all_and_all_get_gradients(stage):
+    net, _, _, _ = _net()
+    s1, s2 = list(net.stage1_parameters()), list(net.stage2_parameters())
+    ids1, ids2 = {id(p) for p in s1}, {id(p) for p in s2}
+    assert not ids1 & ids2 and ids1 | ids2 == {id(p) for p in net.parameters()}
+    assert len(s1) == len(ids1) and len(s2) == len(ids2)
+    train = ids1 if stage == 1 else ids2
+    for p in net.parameters():
+        p.requires_grad_(id(p) in train)
+    net.set_stage(stage)
+    net.train()
+    _stage_loss(net, net(torch.randn(2, 1, *PATCH)), stage).backward()
+    names = {id(p): n for n, p in net.named_parameters()}
+    missing = [names[i] for i in train if next(p for p in net.parameters() if id(p) == i).grad is None]
+    assert not missing, f"trainable parameters without gradient (DDP would fail): {missing}"
+
+
+@pytest.mark.parametrize("switches", [
+    dict(grouping=False, background_queries="one"),
+    dict(self_prompt=False, anomaly_injection=False),
+    dict(alignment=False, background_queries="none"),
+    dict(disentangled=False),
+    dict(anomaly_calibration="minmax", organ_restriction=False, tumour_decoder_order="coarse_to_fine"),
+])
+def test_ablation_switches_run_and_keep_gradient_coverage(switches):
+    net, _, _, _ = _net(**switches)
+    for stage, params in ((1, net.stage1_parameters), (2, net.stage2_parameters)):
+        train = {id(p) for p in params()}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in train)
+            p.grad = None
+        net.set_stage(stage)
+        net.train()
+        outs = net(torch.randn(1, 1, *PATCH))
+        assert all(torch.isfinite(o).all() for o in outs)
+        _stage_loss(net, outs, stage).backward()
+        assert all(p.grad is not None for p in net.parameters() if id(p) in train), (switches, stage)
+    if not switches.get("alignment", True):
+        assert "align_query" not in net.aux_outputs
+    if switches.get("background_queries") == "none":
+        assert "background_logits" not in net.aux_outputs
+
+
+def test_channel_masked_out_of_the_loss_gets_exactly_zero_gradient():
+    net, _, _, _ = _net()
+    net.set_stage(2)
+    net.train()
+    outs = net(torch.randn(2, 1, *PATCH) * 1e3)        # extreme input: saturated logits must not leak NaN
+    keep = [0, 1, 2, 4]                                  # channel 3 (zero-shot kidney_cyst) is not annotated
+    loss = sum(F.binary_cross_entropy_with_logits(o[:, keep], torch.ones_like(o[:, keep])) for o in outs)
+    grads = torch.autograd.grad(loss, outs + [p for p in net.stage2_parameters()], allow_unused=True)
+    for g in grads[:len(outs)]:
+        assert torch.equal(g[:, 3], torch.zeros_like(g[:, 3])) and g[:, keep].abs().sum() > 0
+    assert all(g is None or torch.isfinite(g).all() for g in grads[len(outs):])
+
+
+def test_state_dict_round_trip_rebuilds_identical_network():
+    net, pm, cm, _ = _net(ds=False)
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(1, 1, *PATCH))                   # moves the calibration statistics
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    net.set_stage(2)
+    cfg = json.loads(json.dumps(net.zept_config))        # as stored in plans.json
+    clone = build_zept_network(pm, cm, 1, 5, False, cfg)
+    assert clone.stage.item() == 1
+    clone.load_state_dict(net.state_dict(), strict=True)
+    assert clone.stage.item() == 2 and torch.equal(clone.text_embeddings, net.text_embeddings)
+    assert torch.equal(clone.calibration.anomaly_scale, net.calibration.anomaly_scale)
+    net.eval(), clone.eval()
+    x = torch.randn(1, 1, *PATCH)
+    net.return_anomaly_map = clone.return_anomaly_map = True
+    with torch.no_grad():
+        assert torch.equal(net(x), clone(x))
+
+
+def test_autocast_keeps_outputs_finite_and_float32():
+    net, _, _, _ = _net()
+    net.set_stage(2)
+    net.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = net(torch.randn(1, 1, *PATCH))
+    assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
+    aux = net.aux_outputs
+    assert aux["align_query"].dtype == torch.float32 and aux["anomaly"].dtype == torch.float32
+
+
+def _synthetic_batch(g, n=2):
+    """Bright ball = liver, dark ball = kidney, mid ball = spleen in noise; targets in region order."""
+    x = torch.randn(n, 1, *PATCH, generator=g) * 0.3
+    y = torch.zeros(n, 5, *PATCH)
+    zz, yy, xx = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in PATCH], indexing="ij")
+    for b in range(n):
+        for ch, val in ((0, 2.0), (2, -2.0), (4, 1.0)):
+            c = torch.randint(8, 24, (3,), generator=g).float()
+            ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 36
+            x[b, 0][ball] += val
+            y[b, ch][ball] = 1.0
+    return x, y
+
+
+def test_trains_on_a_tiny_synthetic_problem():
+    net, _, _, _ = _net()
+    net.set_stage(1)
+    for p in net.stage2_parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(net.stage1_parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    organs = [0, 2, 4]
+    losses = []
+    net.train()
+    for _ in range(30):
+        x, y = _synthetic_batch(g)
+        outs = net(x)
+        loss = 0.0
+        for i, o in enumerate(outs):
+            t = F.interpolate(y, size=o.shape[2:], mode="nearest") if i else y
+            p = o[:, organs].sigmoid()
+            dice = 1 - (2 * (p * t[:, organs]).sum((2, 3, 4)) + 1) / (p.sum((2, 3, 4)) + t[:, organs].sum((2, 3, 4)) + 1)
+            loss = loss + (0.5 ** i) * (F.binary_cross_entropy_with_logits(o[:, organs], t[:, organs]) + dice.mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, f"loss did not fall clearly: {first:.3f} -> {last:.3f}"
