@@ -1,6 +1,7 @@
 """Stage 1 / Stage 2 behaviour through the stock commands (issue: trainers)."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -95,7 +96,7 @@ def test_resume_after_kill_in_the_middle_of_an_epoch(tiny_planned, tmp_path):
     r = train(env, 501, "nnUNetTrainerZePTStage1", 0, "--c")
     final = torch.load(_ckpt(env, "nnUNetTrainerZePTStage1"), map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 6
-    epochs_run = [int(l.split("Epoch ")[1]) for l in r.stdout.splitlines() if ": Epoch " in l]
+    epochs_run = [int(m.group(1)) for m in re.finditer(r": Epoch (\d+)\s*$", r.stdout, re.M)]
     assert epochs_run and epochs_run[0] == done_epoch >= 1
 
 

@@ -16,31 +16,14 @@ import numpy as np
 import torch
 from torch._dynamo import OptimizedModule
 
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
 from nnunetv2_zept.training.present_classes import present_channels
+from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
 
-ENV_EPOCHS = "NNUNETV2_ZEPT_EPOCHS"
-ENV_ITERATIONS = "NNUNETV2_ZEPT_ITERATIONS"
-ENV_VAL_ITERATIONS = "NNUNETV2_ZEPT_VAL_ITERATIONS"
 ENV_SWITCHES = "NNUNETV2_ZEPT_SWITCHES"
-ENV_SAVE_EVERY = "NNUNETV2_ZEPT_SAVE_EVERY"
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        v = int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer")
-    if v < 1:
-        raise ValueError(f"{name}={value!r} must be at least 1")
-    return v
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -51,7 +34,7 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
-class nnUNetTrainerZePTBase(nnUNetTrainer):
+class nnUNetTrainerZePTBase(PluginTrainerSettings):
     """Not meant to be trained directly: use nnUNetTrainerZePTStage1 / nnUNetTrainerZePTStage2."""
 
     STAGE = 0
@@ -63,10 +46,6 @@ class nnUNetTrainerZePTBase(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = _env_int(ENV_EPOCHS, self.DEFAULT_EPOCHS)
-        self.num_iterations_per_epoch = _env_int(ENV_ITERATIONS, self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _env_int(ENV_VAL_ITERATIONS, self.num_val_iterations_per_epoch)
-        self.save_every = _env_int(ENV_SAVE_EVERY, self.save_every)
         self.initial_lr = self.INITIAL_LR
         self.weight_decay = self.WEIGHT_DECAY
         check_region_based(dataset_json)
@@ -112,16 +91,6 @@ class nnUNetTrainerZePTBase(nnUNetTrainer):
                 "results folder of nnUNetTrainerZePTStage1/Stage2.")
         return build_zept_network(plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision, zept_config)
-
-    def _do_i_compile(self):
-        # Gumbel sampling and data-dependent attention masks break graph capture
-        return False
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        # left and right organs are distinct classes: no mirroring in training or at test time
-        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, None
 
     def trained_parameters(self, network) -> List[torch.nn.Parameter]:
         raise NotImplementedError
