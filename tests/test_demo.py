@@ -1,0 +1,181 @@
+"""The one-command demo: a shortened run (`--quick`) end to end through the stock nnU-Net commands,
+its refusal to replace folders, and the pieces it is made of (tumour-agnostic baseline score,
+settings)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import BIN, FAST_ENV
+
+from nnunetv2_zept.demo import demo_settings
+from nnunetv2_zept.demo.baseline_scores import tumour_agnostic_copy
+from nnunetv2_zept.demo.pipeline import MARKER, DemoError, prepare_output
+
+
+def demo_env():
+    env = dict(os.environ)
+    env.pop("nnUNet_extTrainer", None)     # the plugin's start-up hook must set it by itself
+    env.update({k: v for k, v in FAST_ENV.items() if not k.startswith("NNUNETV2_ZEPT_")})
+    for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        env.pop(k, None)                   # the demo sets its own folders
+    return env
+
+
+def run_demo_cli(*args, timeout=1800):
+    return subprocess.run([os.path.join(BIN, "nnunetv2_zept"), "demo", *args], env=demo_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "zept_demo"
+    proc = run_demo_cli("--quick", "--output", str(out))
+    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}"
+    return out, proc
+
+
+def test_quick_demo_writes_report_with_numbers_and_figures(quick_demo):
+    out, proc = quick_demo
+    # progress: one counter line per phase, and where the report is
+    for k in range(1, 9):
+        assert f"[{k}/8]" in proc.stdout
+    assert "training Stage 1" in proc.stdout and "training Stage 2" in proc.stdout and "baseline" in proc.stdout
+    report = out / "report" / "report.md"
+    assert str(report) in proc.stdout
+    text = report.read_text()
+
+    # the organ table has a DSC for both models in every organ row
+    organ_rows = re.findall(r"^\| (liver|spleen|kidney_right|kidney_left|pancreas|stomach|aorta|lung) \| (.+) \|$",
+                            text, flags=re.M)
+    assert len(organ_rows) == 8
+    for _, cells in organ_rows:
+        values = [c.strip().strip("*") for c in cells.split("|")]
+        assert len(values) == 2 and all(re.fullmatch(r"\d\.\d{3}", v) for v in values), cells
+
+    # every zero-shot type has a row with voxel AUROC and case AUROC numbers for both models
+    data = json.loads((out / "report" / "report.json").read_text())
+    zs = [n for n, e in data["summaries"]["zept"]["per_class"].items() if e["role"] == "zero_shot_tumour"]
+    assert set(zs) == {"pancreas_tumour", "lung_nodule", "spleen_cyst", "liver_metastasis"}
+    for t in zs:
+        row = re.search(rf"^\| {t} \| (.+) \|$", text, flags=re.M)
+        assert row, f"no table row for {t}"
+        numbers = re.findall(r"\d\.\d{3}", row.group(1))
+        assert len(numbers) >= 6, row.group(0)      # voxel AUROC, FPR95, case AUROC for both models at least
+        for m in ("zept", "baseline"):
+            e = data["summaries"][m]["per_class"][t]
+            assert 0.0 <= e["voxel_host"]["AUROC"] <= 1.0
+            assert 0.0 <= e["detection"]["AUROC"] <= 1.0
+    assert "tumour-agnostic" in text
+    assert "Wall time per phase" in text and "training Stage 1" in text
+
+    # the baseline's zero-shot channels were replaced by its seen-tumour maximum
+    names = list(json.loads((out / "nnUNet_raw" / "Dataset990_ZePTSynthetic" / "dataset.json").read_text())["labels"])[1:]
+    orig = sorted((out / "predictions" / "baseline").glob("*.npz"))[0]
+    copy = out / "predictions" / "baseline_tumour_agnostic" / orig.name
+    p, q = np.load(orig)["probabilities"], np.load(copy)["probabilities"]
+    seen_max = np.maximum(p[names.index("liver_tumour")], p[names.index("kidney_tumour")])
+    np.testing.assert_array_equal(q[names.index("lung_nodule")], seen_max)
+    np.testing.assert_array_equal(q[names.index("liver")], p[names.index("liver")])
+
+    # figures: slices of held-out cases (one with a zero-shot tumour), ROC per tumour type
+    for f in ("held_out_slices_zept.png", "held_out_slices_baseline.png"):
+        assert (out / "report" / f).stat().st_size > 10_000
+        assert f"({f})" in text
+    assert any(c["type"] in zs for c in data["slice_cases"])
+    for t in zs:
+        assert (out / "report" / f"roc_{t}.png").stat().st_size > 10_000
+
+    # the steps were really trained with the stock commands, with the settings asked for
+    assert data["training"]["baseline"]["total_iterations"] == (data["training"]["stage1"]["total_iterations"]
+                                                                + data["training"]["stage2"]["total_iterations"])
+    for key, trainer in (("stage1", "nnUNetTrainerZePTStage1"), ("stage2", "nnUNetTrainerZePTStage2"),
+                         ("baseline", "nnUNetTrainerZePTBaseline")):
+        assert (out / "nnUNet_results" / "Dataset990_ZePTSynthetic" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+                / "checkpoint_final.pth").is_file()
+        assert len(data["training"][key]["train_losses"]) == data["training"][key]["epochs"]
+
+
+def test_existing_output_is_not_overwritten_without_flag(quick_demo):
+    out, _ = quick_demo
+    report = out / "report" / "report.md"
+    before = report.read_text()
+    proc = run_demo_cli("--quick", "--output", str(out), timeout=120)
+    assert proc.returncode != 0
+    assert "--overwrite" in proc.stderr and str(out) in proc.stderr
+    assert report.read_text() == before
+    assert "[1/8]" not in proc.stdout
+
+
+def test_overwrite_never_removes_a_folder_the_demo_did_not_write(tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "precious.nii.gz").write_bytes(b"data")
+    proc = run_demo_cli("--quick", "--overwrite", "--output", str(user), timeout=120)
+    assert proc.returncode != 0
+    assert MARKER in proc.stderr and "left untouched" in proc.stderr
+    assert (user / "precious.nii.gz").read_bytes() == b"data"
+
+
+def test_overwrite_replaces_an_earlier_demo_folder(tmp_path):
+    out = tmp_path / "demo"
+    prepare_output(demo_settings("quick", output=out))
+    (out / "stale.txt").write_text("old run")
+    with pytest.raises(DemoError, match="--overwrite"):
+        prepare_output(demo_settings("quick", output=out))
+    prepare_output(demo_settings("quick", output=out, overwrite=True))
+    assert not (out / "stale.txt").exists() and (out / MARKER).is_file()
+
+
+def test_settings_give_the_baseline_the_steps_of_both_stages():
+    s = demo_settings("default")
+    assert s.baseline.total == s.stage1.total + s.stage2.total
+    assert s.stage1.total > s.stage2.total       # Stage 1 gets most of the budget
+    longer = demo_settings("longer")
+    assert longer.stage1.total >= 3 * s.stage1.total and longer.stage2.total >= 3 * s.stage2.total
+    assert demo_settings("default", baseline_epochs=2).baseline.epochs == 2
+    with pytest.raises(ValueError, match="num-test"):
+        demo_settings("default", num_test=3)
+    with pytest.raises(ValueError, match="unknown demo preset"):
+        demo_settings("huge")
+
+
+def test_cli_flags_map_onto_settings():
+    import argparse
+
+    from nnunetv2_zept.commands import demo as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    s = cmd.settings_from_args(p.parse_args(["--epochs", "8", "--iterations", "5", "--num-test", "10", "--seed", "3",
+                                             "--fold", "all", "--unet-features", "0"]))
+    d = demo_settings("default")
+    stage2 = round(8 * d.stage2_epochs / d.stage1_epochs)
+    assert (s.stage1.epochs, s.stage2.epochs, s.baseline.epochs, s.iterations) == (8, stage2, 8 + stage2, 5)
+    assert (s.num_test, s.seed, s.fold, s.unet_features) == (10, 3, "all", None)
+    assert cmd.settings_from_args(p.parse_args(["--longer"])).preset == "longer"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--quick", "--longer"])
+
+
+def test_tumour_agnostic_copy(tmp_path):
+    src, dst = tmp_path / "pred", tmp_path / "agnostic"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    probs = rng.random((5, 3, 4, 4)).astype(np.float32)   # channels: organ, seen A, seen B, zero-shot X, Y
+    np.savez_compressed(src / "c1.npz", probabilities=probs)
+    (src / "c1.nii.gz").write_bytes(b"label map")
+    assert tumour_agnostic_copy(src, dst, [1, 2], [3, 4]) == 1
+    out = np.load(dst / "c1.npz")["probabilities"]
+    np.testing.assert_array_equal(out[3], np.maximum(probs[1], probs[2]))
+    np.testing.assert_array_equal(out[4], np.maximum(probs[1], probs[2]))
+    np.testing.assert_array_equal(out[:3], probs[:3])
+    assert (dst / "c1.nii.gz").read_bytes() == b"label map"
+    np.testing.assert_array_equal(np.load(src / "c1.npz")["probabilities"], probs)   # source untouched
+    (src / "c2.npz").write_bytes((src / "c1.npz").read_bytes())
+    with pytest.raises(FileNotFoundError, match="c2.nii.gz"):
+        tumour_agnostic_copy(src, tmp_path / "x", [1, 2], [3, 4])
