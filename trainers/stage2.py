@@ -6,7 +6,8 @@ import torch
 
 from nnunetv2_zept.checkpoints import load_checkpoint
 from nnunetv2_zept.losses.stage_losses import stage2_loss
-from nnunetv2_zept.training.stage1_checkpoint import check_compatible_zept_config, find_stage1_checkpoint
+from nnunetv2_zept.training.stage1_checkpoint import (check_compatible_zept_config, find_stage1_checkpoint,
+                                                      load_stage1_weights)
 from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
 
@@ -47,7 +48,7 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
         if stage1_path is not None:
             ckpt = load_checkpoint(stage1_path, map_location=self.device)
             check_compatible_zept_config(ckpt, self.configuration_name, self.zept_config, stage1_path)
-            net.load_state_dict(ckpt["network_weights"])
+            load_stage1_weights(net, ckpt["network_weights"], stage1_path)
             self.print_to_log_file(f"Stage 2 starts from Stage 1 checkpoint {stage1_path}")
         if self.current_epoch == 0:
             # a Stage 1 checkpoint carries stage=1 and possibly other text embeddings

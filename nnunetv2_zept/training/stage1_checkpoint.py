@@ -66,3 +66,21 @@ def check_compatible_zept_config(stage1_checkpoint: dict, configuration: str, ze
             raise Stage1CheckpointError(
                 f"{path}: Stage 1 was trained with a different zept {key} ({a!r}) than this Stage 2 "
                 f"({b!r}). Retrain Stage 1 on the current dataset.json / settings.")
+
+
+def load_stage1_weights(network, state_dict: dict, path: Optional[str] = None) -> None:
+    """Copy a Stage 1 state into a Stage 2 network.
+
+    Every tensor Stage 1 trained (and every buffer) must be there with the same shape; Stage-2-only
+    modules may be absent from the network (e.g. the alignment head of a no-alignment ablation),
+    so keys the network does not have are skipped."""
+    own = network.state_dict()
+    stage1_ids = {id(p) for p in network.stage1_parameters()}
+    stage1_names = {n for n, p in network.named_parameters() if id(p) in stage1_ids}
+    stage1_names |= {n for n, _ in network.named_buffers()} - {n for n in own if n.endswith(("stage", "text_embeddings"))}
+    missing = sorted(n for n in stage1_names if n not in state_dict)
+    wrong = sorted(n for n in own if n in state_dict and tuple(own[n].shape) != tuple(state_dict[n].shape))
+    if missing or wrong:
+        raise Stage1CheckpointError(f"{path}: does not fit this network (missing {missing[:5]}, shape mismatch "
+                                    f"{wrong[:5]}). Train Stage 1 with the same plans and switches.")
+    network.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
