@@ -156,3 +156,22 @@ def test_ddp_step_of_each_stage_needs_no_find_unused_parameters():
     for rank, status, info in results:
         assert status == "ok", f"rank {rank}: {info}"
         assert info == {1: [], 2: []}, f"rank {rank}: trainable parameters without gradient {info}"
+
+
+def test_stage1_state_loads_into_stage2_ablation_without_alignment_head():
+    from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.training.stage1_checkpoint import Stage1CheckpointError, load_stage1_weights
+
+    pm, cm = managers(make_plans((32, 32, 32), (1.5, 1.5, 1.5)))
+    torch.manual_seed(0)
+    full = build_zept_network(pm, cm, 1, ROLES.num_channels, True, default_zept_config(ROLES, 16))
+    no_align = build_zept_network(pm, cm, 1, ROLES.num_channels, True, default_zept_config(ROLES, 16, alignment=False))
+    state = full.state_dict()
+    load_stage1_weights(no_align, state, "stage1.pth")
+    for n, t in no_align.state_dict().items():
+        if n in state and not n.endswith(("stage", "text_embeddings")):
+            assert torch.equal(t, state[n]), n
+    broken = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    with pytest.raises(Stage1CheckpointError, match="does not fit"):
+        load_stage1_weights(no_align, broken, "stage1.pth")

@@ -78,7 +78,7 @@ def load_stage1_weights(network, state_dict: dict, path: Optional[str] = None) -
     stage1_ids = {id(p) for p in network.stage1_parameters()}
     stage1_names = {n for n, p in network.named_parameters() if id(p) in stage1_ids}
     stage1_names |= {n for n, _ in network.named_buffers()} - {n for n in own if n.endswith(("stage", "text_embeddings"))}
-    missing = sorted(n for n in stage1_names if n not in state_dict)
+    missing = sorted(n for n in stage1_names if n in own and n not in state_dict)   # non-persistent buffers aside
     wrong = sorted(n for n in own if n in state_dict and tuple(own[n].shape) != tuple(state_dict[n].shape))
     if missing or wrong:
         raise Stage1CheckpointError(f"{path}: does not fit this network (missing {missing[:5]}, shape mismatch "
