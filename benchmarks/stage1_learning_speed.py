@@ -10,6 +10,7 @@ behind the demo's untrained ZePT models (docs/benchmarks.md).
     python benchmarks/stage1_learning_speed.py --model plain --optimizer sgd --lr 1e-2 --steps 40
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -53,6 +54,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--background-weight", type=float, default=0.1)
+    ap.add_argument("--switches", default="{}", help='network switches as JSON, e.g. \'{"grouping": false}\'')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -62,7 +65,7 @@ def main():
     props = plans["foreground_intensity_properties_per_channel"]["0"]
     props.update({"mean": 100.0, "std": 80.0, "percentile_00_5": -1000.0, "percentile_99_5": 500.0})
     pm, cm = managers(plans)
-    cfg = default_zept_config(roles, 16)
+    cfg = default_zept_config(roles, 16, **json.loads(a.switches))
     if a.model == "zept":
         net = build_zept_network(pm, cm, 1, 5, True, cfg)
         net.set_text_embeddings(torch.nn.functional.normalize(torch.randn(len(cfg["query_classes"]), 16), dim=1))
@@ -85,7 +88,7 @@ def main():
         outs = net(x)
         aux = getattr(net, "aux_outputs", {}) or {}
         loss = stage1_loss(outs, pyramid(y, len(outs)), ["c", "c"], x, aux, roles,
-                           background_names(cfg["switches"]), props)
+                           background_names(cfg["switches"]), props, background_weight=a.background_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 12)
