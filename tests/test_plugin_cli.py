@@ -73,9 +73,21 @@ def test_predict_keeps_input_geometry(tiny_trained, tmp_path):
     assert 0.0 <= probs.min() and probs.max() <= 1.0
 
 
-def test_find_best_configuration_on_trained_fold(tiny_trained):
-    env = tiny_trained["env"]
-    r = cli(["nnUNetv2_find_best_configuration", "501", "-c", "3d_fullres", "-tr", "nnUNetTrainerZePTStage2",
+def test_find_best_configuration_on_trained_fold(tmp_path):
+    # nnU-Net selects by the mean Dice over all classes and that mean is NaN as soon as one class is
+    # absent from every validation reference and never predicted - which a zero-shot class always
+    # is in cross-validation (docs/training.md).  So this dataset has no zero-shot class and a
+    # tumour in every case.
+    import tiny_dataset
+    from conftest import plan
+
+    env = make_env(str(tmp_path))
+    tiny_dataset.make_dataset(env["nnUNet_raw"], 502, name="ZePTNoZeroShot", num_train=6, num_test=0,
+                              zero_shot=False, tumour_in_every_case=True)
+    plan(env, 502)
+    train(env, 502, "nnUNetTrainerZePTStage1", 0)
+    train(env, 502, "nnUNetTrainerZePTStage2", 0)
+    r = cli(["nnUNetv2_find_best_configuration", "502", "-c", "3d_fullres", "-tr", "nnUNetTrainerZePTStage2",
              "-f", "0", "-np", "1", "--disable_ensembling"], env)
     assert "nnUNetv2_predict" in r.stdout
-    assert os.path.isfile(os.path.join(env["nnUNet_results"], "Dataset501_ZePTTiny", "inference_information.json"))
+    assert os.path.isfile(os.path.join(env["nnUNet_results"], "Dataset502_ZePTNoZeroShot", "inference_information.json"))

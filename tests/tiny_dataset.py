@@ -56,7 +56,7 @@ def _write(arr, path, spacing, dtype):
     sitk.WriteImage(im, path)
 
 
-def dataset_json(num_training: int, zept_block: Optional[Dict] = None) -> Dict:
+def dataset_json(num_training: int, zept_block: Optional[Dict] = None, zero_shot: bool = True) -> Dict:
     d = {
         "channel_names": {"0": "CT"},
         "labels": {
@@ -71,6 +71,14 @@ def dataset_json(num_training: int, zept_block: Optional[Dict] = None) -> Dict:
         "numTraining": num_training,
         "file_ending": ".nii.gz",
     }
+    if not zero_shot:
+        # no zero-shot class: every class can be scored in cross-validation
+        del d["labels"]["kidney_tumour"]
+        d["labels"]["kidney_left"] = [LABELS["kidney_left"]]
+        d["regions_class_order"] = [1, 2, 3, 4]
+        d["zept"] = zept_block if zept_block is not None else {
+            "organs": ["liver", "kidney_right", "kidney_left"], "tumours": {"liver_tumour": {"host": ["liver"]}}}
+        return d
     d["zept"] = zept_block if zept_block is not None else {
         "organs": ["liver", "kidney_right", "kidney_left"],
         "tumours": {"liver_tumour": {"host": ["liver"]},
@@ -81,20 +89,21 @@ def dataset_json(num_training: int, zept_block: Optional[Dict] = None) -> Dict:
 
 def make_dataset(raw_root: str, dataset_id: int = 501, name: str = "ZePTTiny", num_train: int = 8,
                  num_test: int = 3, seed: int = 0, prefixes: Optional[List[str]] = None,
-                 zept_block: Optional[Dict] = None, spacing=(1.5, 1.5, 1.5)) -> str:
+                 zept_block: Optional[Dict] = None, spacing=(1.5, 1.5, 1.5), zero_shot: bool = True,
+                 tumour_in_every_case: bool = False) -> str:
     rng = np.random.RandomState(seed)
     folder = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     for i in range(num_train):
         prefix = prefixes[i % len(prefixes)] if prefixes else "case"
-        img, seg = make_case(rng, liver_tumour=(i % 2 == 0))
+        img, seg = make_case(rng, liver_tumour=tumour_in_every_case or (i % 2 == 0))
         _write(img, os.path.join(folder, "imagesTr", f"{prefix}_{i:03d}_0000.nii.gz"), spacing, np.float32)
         _write(seg, os.path.join(folder, "labelsTr", f"{prefix}_{i:03d}.nii.gz"), spacing, np.uint8)
     for i in range(num_test):
-        img, seg = make_case(rng, liver_tumour=(i == 0), kidney_tumour=(i == 1))
+        img, seg = make_case(rng, liver_tumour=(i == 0), kidney_tumour=zero_shot and (i == 1))
         _write(img, os.path.join(folder, "imagesTs", f"test_{i:03d}_0000.nii.gz"), spacing, np.float32)
         _write(seg, os.path.join(folder, "labelsTs", f"test_{i:03d}.nii.gz"), spacing, np.uint8)
     with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump(dataset_json(num_train, zept_block), f, indent=2)
+        json.dump(dataset_json(num_train, zept_block, zero_shot), f, indent=2)
     return folder
