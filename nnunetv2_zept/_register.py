@@ -4,7 +4,8 @@ nnU-Net 2.8 searches the folders listed in `nnUNet_extTrainer` after its own tra
 The `nnunetv2_zept.pth` start-up hook calls `autoregister()` in every Python process of the
 environment; it appends `nnunetv2_zept/nnunet_ext` to that variable and keeps whatever the
 user listed.  Nothing heavy is imported here: this runs before every Python program.
-Set `NNUNETV2_ZEPT_NO_AUTOREGISTER=1` to opt out.
+It also keeps `nnUNetv2_find_best_configuration` working with zero-shot classes
+(`_model_selection.py`).  Set `NNUNETV2_ZEPT_NO_AUTOREGISTER=1` to opt out of both.
 """
 import os
 
@@ -19,6 +20,9 @@ def trainer_folder() -> str:
 def autoregister() -> None:
     if os.environ.get(OPT_OUT_VAR, "") == "1":
         return
+    from nnunetv2_zept import _model_selection
+
+    _model_selection.install()
     folder = trainer_folder()
     current = os.environ.get(ENV_VAR, "")
     entries = [e for e in current.split(os.pathsep) if e.strip()]

@@ -73,21 +73,40 @@ def test_predict_keeps_input_geometry(tiny_trained, tmp_path):
     assert 0.0 <= probs.min() and probs.max() <= 1.0
 
 
-def test_find_best_configuration_on_trained_fold(tmp_path):
-    # nnU-Net selects by the mean Dice over all classes and that mean is NaN as soon as one class is
-    # absent from every validation reference and never predicted - which a zero-shot class always
-    # is in cross-validation (docs/training.md).  So this dataset has no zero-shot class and a
-    # tumour in every case.
-    import tiny_dataset
-    from conftest import plan
+def test_find_best_configuration_with_a_never_predicted_zero_shot_class(tiny_trained, tmp_path):
+    # A zero-shot class has no reference in any validation case; where the model also predicts none
+    # of it, nnU-Net's per-class Dice is NaN and so would be its foreground mean, and find_best would
+    # stop with an IndexError.  Force that case: strip the zero-shot label from the validation output.
+    import json
 
-    env = make_env(str(tmp_path))
-    tiny_dataset.make_dataset(env["nnUNet_raw"], 502, name="ZePTNoZeroShot", num_train=6, num_test=0,
-                              zero_shot=False, tumour_in_every_case=True)
-    plan(env, 502)
-    train(env, 502, "nnUNetTrainerZePTStage1", 0)
-    train(env, 502, "nnUNetTrainerZePTStage2", 0)
-    r = cli(["nnUNetv2_find_best_configuration", "502", "-c", "3d_fullres", "-tr", "nnUNetTrainerZePTStage2",
+    import tiny_dataset
+
+    src = os.path.join(tiny_trained["env"]["nnUNet_results"], "Dataset501_ZePTTiny")
+    model = "nnUNetTrainerZePTStage2__nnUNetPlans__3d_fullres"
+    env = dict(tiny_trained["env"], nnUNet_results=str(tmp_path / "results"))
+    dst = os.path.join(env["nnUNet_results"], "Dataset501_ZePTTiny", model)
+    shutil.copytree(os.path.join(src, model), dst)
+    val = os.path.join(dst, "fold_0", "validation")
+    zero_shot_label = tiny_dataset.LABELS["kidney_tumour"]
+    for f in (f for f in os.listdir(val) if f.endswith(".nii.gz")):
+        im = sitk.ReadImage(os.path.join(val, f))
+        arr = sitk.GetArrayFromImage(im)
+        arr[arr == zero_shot_label] = 0
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(im)
+        sitk.WriteImage(out, os.path.join(val, f))
+
+    r = cli(["nnUNetv2_find_best_configuration", "501", "-c", "3d_fullres", "-tr", "nnUNetTrainerZePTStage2",
              "-f", "0", "-np", "1", "--disable_ensembling"], env)
     assert "nnUNetv2_predict" in r.stdout
-    assert os.path.isfile(os.path.join(env["nnUNet_results"], "Dataset502_ZePTNoZeroShot", "inference_information.json"))
+    assert f"({zero_shot_label},)" in r.stdout and "Dice is undefined" in r.stdout
+
+    with open(os.path.join(dst, "crossval_results_folds_0", "summary.json")) as f:
+        summary = json.load(f)
+    per_class = {k: v["Dice"] for k, v in summary["mean"].items()}
+    assert np.isnan(per_class[str((zero_shot_label,))])
+    defined = [v for v in per_class.values() if not np.isnan(v)]
+    assert defined and np.isclose(summary["foreground_mean"]["Dice"], np.mean(defined))
+    with open(os.path.join(env["nnUNet_results"], "Dataset501_ZePTTiny", "inference_information.json")) as f:
+        info = json.load(f)
+    assert np.isfinite(info["best_model_or_ensemble"]["result_on_crossval_pre_pp"])
