@@ -33,3 +33,26 @@ def add_missing_texts(dataset_json_path: Path) -> List[str]:
     if added:
         dataset_json_path.write_text(json.dumps(dj, indent=2))
     return added
+
+
+def build_variant_network(variant: str, plans_manager, configuration_manager, roles):
+    """The network a benchmark times, as one stage trains it.
+
+    variant: "plain" (nnU-Net's planned U-Net, everything trained), "zept_s1" or "zept_s2" (the
+    ZePT network in that stage, with random text embeddings and only that stage's parameters
+    requiring gradients).  Returns (network, trained parameters)."""
+    import torch
+    from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+    from nnunetv2_zept.architectures.backbone_taps import build_planned_unet
+
+    if variant == "plain":
+        net = build_planned_unet(configuration_manager, 1, roles.num_channels, True)
+        return net, list(net.parameters())
+    net = build_zept_network(plans_manager, configuration_manager, 1, roles.num_channels, True,
+                             default_zept_config(roles, 384))
+    net.set_stage(1 if variant == "zept_s1" else 2)
+    net.set_text_embeddings(torch.randn(len(net.query_class_names), 384))
+    trained = set(map(id, net.stage1_parameters() if variant == "zept_s1" else net.stage2_parameters()))
+    for p in net.parameters():
+        p.requires_grad_(id(p) in trained)
+    return net, [p for p in net.parameters() if p.requires_grad]

@@ -48,8 +48,7 @@ def _rss_bytes() -> int:
 def measure_one(variant: str, args) -> dict:
     """Build one variant, run warm-up + timed fwd/bwd steps; returns params, time, peak memory."""
     import torch
-    from nnunetv2_zept.architectures import build_zept_network, default_zept_config
-    from nnunetv2_zept.architectures.backbone_taps import build_planned_unet
+    from bench_data import build_variant_network
     from nnunetv2_zept.architectures.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
@@ -58,18 +57,7 @@ def measure_one(variant: str, args) -> dict:
     dev = torch.device(args.device)
     pm, cm = managers(make_plans(args.patch, args.spacing, args.arch))
     roles = roles_from_dataset_json(DATASET_JSON)
-    nout = roles.num_channels
-    if variant == "plain":
-        net = build_planned_unet(cm, 1, nout, True)
-        trainable = list(net.parameters())
-    else:
-        net = build_zept_network(pm, cm, 1, nout, True, default_zept_config(roles, 384))
-        net.set_stage(1 if variant == "zept_s1" else 2)
-        net.set_text_embeddings(torch.randn(len(net.query_class_names), 384))
-        train = set(map(id, net.stage1_parameters() if variant == "zept_s1" else net.stage2_parameters()))
-        for p in net.parameters():
-            p.requires_grad_(id(p) in train)
-        trainable = [p for p in net.parameters() if p.requires_grad]
+    net, trainable = build_variant_network(variant, pm, cm, roles)
     net = net.to(dev).train()
     x = torch.randn(args.batch, 1, *cm.patch_size, device=dev)
     n_params = sum(p.numel() for p in net.parameters())

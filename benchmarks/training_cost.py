@@ -212,8 +212,7 @@ def child_scaling(configs: List[dict], batch: int, iters: int, device: str, thre
     """Network-level forward+backward time (and CUDA peak memory) of plain U-Net, ZePT Stage 1 and
     Stage 2 of the same plan, for each (patch, organs, tumours) config; interleaved per config."""
     import torch
-    from nnunetv2_zept.architectures import build_zept_network, default_zept_config
-    from nnunetv2_zept.architectures.backbone_taps import build_planned_unet
+    from bench_data import build_variant_network
     from nnunetv2_zept.architectures.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
@@ -223,21 +222,10 @@ def child_scaling(configs: List[dict], batch: int, iters: int, device: str, thre
     for cfg in configs:
         pm, cm = managers(make_plans(cfg["patch"], [1.5] * len(cfg["patch"]), "plain"))
         roles = roles_from_dataset_json(_scaling_roles(cfg["organs"], cfg["tumours"]))
-        nout = roles.num_channels
         row = dict(cfg)
         for variant in ("plain", "zept_s1", "zept_s2"):
             torch.manual_seed(0)
-            if variant == "plain":
-                net = build_planned_unet(cm, 1, nout, True)
-                trained = list(net.parameters())
-            else:
-                net = build_zept_network(pm, cm, 1, nout, True, default_zept_config(roles, 384))
-                net.set_stage(1 if variant == "zept_s1" else 2)
-                net.set_text_embeddings(torch.randn(len(net.query_class_names), 384))
-                ids = set(map(id, net.stage1_parameters() if variant == "zept_s1" else net.stage2_parameters()))
-                for p in net.parameters():
-                    p.requires_grad_(id(p) in ids)
-                trained = [p for p in net.parameters() if p.requires_grad]
+            net, trained = build_variant_network(variant, pm, cm, roles)
             net = net.to(dev).train()
             x = torch.randn(batch, 1, *cm.patch_size, device=dev)
 
@@ -309,6 +297,12 @@ def _stats(values: List[float]) -> dict:
     if not v:
         return {"median": None, "min": None, "max": None, "n": 0}
     return {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+
+
+def _ratio_stats(rows: List[dict], base: List[dict], key: str) -> dict:
+    """Ratio to plain nnU-Net within each repeat (repeat i against repeat i), then its spread."""
+    n = min(len(rows), len(base))
+    return _stats([rows[i][key] / base[i][key] for i in range(n) if base[i][key]])
 
 
 def _cell(s: dict, fmt: str = "{:.2f}") -> str:
@@ -540,10 +534,8 @@ def write_report(results: dict, out_md: Path, args, prof: dict) -> None:
             rows = tr.get(t) or []
             if not rows:
                 continue
-            n = min(len(rows), len(plain))
-
             def ratio(key):
-                return _stats([rows[i][key] / plain[i][key] for i in range(n) if plain[i][key]])
+                return _ratio_stats(rows, plain, key)
             line = (f"| {SHORT[t]} (`{t}`) | {rows[0]['params'] / 1e6:.1f} M ({rows[0]['trained_params'] / 1e6:.1f} M) | "
                     f"{_cell(_stats([r['step_s'] for r in rows]))} | {_cell(ratio('step_s'))} | "
                     f"{_cell(_stats([r['iter_with_data_s'] for r in rows]))} | {_cell(ratio('iter_with_data_s'))} | "
@@ -566,10 +558,8 @@ def write_report(results: dict, out_md: Path, args, prof: dict) -> None:
             rows = pr.get(f"{t}|{'tta' if tta else 'no_tta'}") or []
             if not rows or not base:
                 continue
-            n = min(len(rows), len(base))
-
             def pratio(key):
-                return _stats([rows[i][key] / base[i][key] for i in range(n) if base[i][key]])
+                return _ratio_stats(rows, base, key)
             line = (f"| {SHORT[t]} | {'mirroring (8x)' if tta else '--disable_tta'} | "
                     f"{_cell(_stats([r['wall_s'] for r in rows]), '{:.1f}')} | {_cell(pratio('wall_s'))} | "
                     f"{_cell(_stats([r['peak_rss_mb'] for r in rows]), '{:.0f}')} | {_cell(pratio('peak_rss_mb'))} |")
