@@ -12,11 +12,12 @@ from __future__ import annotations
 import copy
 from typing import List, Tuple, Union
 
-from nnunetv2_zept.roles import ClassRoles, ZePTConfigError
+from nnunetv2_zept.roles import BACKGROUND_TISSUES as TISSUES, CATCH_ALL_BACKGROUND, ClassRoles, ZePTConfigError
 
+# background query names per `background_queries` switch value
 BACKGROUND_TISSUES = {
-    "per_tissue": ["air", "fat", "soft_tissue", "bone"],
-    "one": ["background_tissue"],
+    "per_tissue": list(TISSUES),
+    "one": [CATCH_ALL_BACKGROUND],
     "none": [],
 }
 

@@ -32,8 +32,12 @@ from typing import Dict, Iterable, List, Optional, Sequence
 TUMOUR_WORDS = ("tumour", "tumor", "lesion", "cyst", "nodule", "cancer", "metastasis", "metastases",
                 "carcinoma", "mass", "neoplasm")
 IGNORED_LABEL_KEYS = ("background", "ignore")
-# names of the background tissue queries (nnunetv2_zept.knowledge), whose texts zept.texts may override
-BACKGROUND_TEXT_CLASSES = ("air", "fat", "soft_tissue", "bone", "background_tissue")
+# The one list of background tissue classes: the network's background queries (one per tissue, or
+# the single catch-all one), their knowledge texts (zept.texts may override them) and their HU
+# pseudo-labels all use these names.
+BACKGROUND_TISSUES = ("air", "fat", "soft_tissue", "bone")
+CATCH_ALL_BACKGROUND = "background_tissue"
+BACKGROUND_TEXT_CLASSES = BACKGROUND_TISSUES + (CATCH_ALL_BACKGROUND,)
 
 
 class ZePTConfigError(ValueError):

@@ -12,9 +12,7 @@ import time).  Names:
 """
 from typing import List
 
-BACKGROUND_TISSUES = ("air", "fat", "soft_tissue", "bone")
-# name used by the network for its single background query (architectures/config.py, "one")
-CATCH_ALL_BACKGROUND = "background_tissue"
+from nnunetv2_zept.roles import BACKGROUND_TISSUES, CATCH_ALL_BACKGROUND
 
 _LAZY = {
     "resolve_class_name": "nnunetv2_zept.knowledge.texts",
