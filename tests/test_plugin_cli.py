@@ -1,6 +1,7 @@
 """The stock nnU-Net commands with the plugin's trainers: plan -> Stage 1 -> Stage 2 -> validate ->
 predict -> find_best_configuration, on the tiny dataset (issue: installable plugin)."""
 import os
+import re
 import shutil
 
 import numpy as np
@@ -36,6 +37,10 @@ def test_both_stages_train_validate_and_checkpoint(tiny_trained):
         assert any(f.endswith(".npz") for f in os.listdir(os.path.join(fold, "validation")))
     assert "Stage 2 starts from Stage 1 checkpoint" in tiny_trained["stage2_log"]
     assert "ZePT class roles" in tiny_trained["stage1_log"]
+    # each loss term is printed per epoch (the total alone hides which one moves)
+    assert re.search(r"train loss parts: organ [\d.]+, background_tissue [\d.]+", tiny_trained["stage1_log"])
+    assert re.search(r"train loss parts: tumour_mask [\d.]+, alignment [\d.]+", tiny_trained["stage2_log"])
+    assert re.search(r"val loss parts: tumour_mask [\d.]+", tiny_trained["stage2_log"])
 
 
 def test_new_training_never_overwrites_a_finished_one(tiny_trained):

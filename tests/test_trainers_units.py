@@ -44,6 +44,19 @@ def test_all_masked_batch_is_zero_and_keeps_graph():
     assert loss.item() == 0 and torch.all(logits.grad == 0)
 
 
+def test_dice_term_only_where_the_reference_has_the_class():
+    # 3 of 4 (case, channel) pairs have no reference voxels, as with tumour channels: a near-perfect
+    # prediction must give a loss near 0 (a per-pair Dice of empty pairs would pin it at >= 0.75)
+    logits = torch.full((2, 2, 4, 4, 4), -9.0)
+    target = torch.zeros_like(logits)
+    target[0, 0, :2] = 1
+    logits[0, 0, :2] = 9.0
+    assert masked_bce_dice(logits, target, torch.ones(2, 2)).item() < 0.02
+    # a wrong prediction on the one pair with a tumour still costs its full Dice
+    logits[0, 0, :2] = -9.0
+    assert masked_bce_dice(logits, target, torch.ones(2, 2)).item() > 0.99
+
+
 def test_healthy_organ_targets_make_tumour_voxels_negative_for_the_host():
     t = torch.zeros(1, 5, 4, 4, 4)
     t[0, 0, :2] = 1          # liver region (includes the tumour)
@@ -175,3 +188,30 @@ def test_stage1_state_loads_into_stage2_ablation_without_alignment_head():
     broken = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     with pytest.raises(Stage1CheckpointError, match="does not fit"):
         load_stage1_weights(no_align, broken, "stage1.pth")
+
+
+def test_stage_losses_report_their_terms():
+    # the trainers print each term per epoch; the terms must add up to the loss they optimise
+    from nnunetv2_zept.losses.stage_losses import stage1_loss, stage2_loss
+
+    g = torch.Generator().manual_seed(0)
+    outs = [torch.randn(2, 5, 8, 8, 8, generator=g), torch.randn(2, 5, 4, 4, 4, generator=g)]
+    tg = [(torch.rand(o.shape, generator=g) > 0.7).float() for o in outs]
+    keys = ["B_000", "B_001"]
+    n_q = 3
+    aux = {"align_query": torch.nn.functional.normalize(torch.randn(n_q, 8, generator=g), dim=1),
+           "align_text": torch.nn.functional.normalize(torch.randn(n_q, 8, generator=g), dim=1),
+           "logit_scale": torch.tensor(10.0),
+           "background_logits": torch.randn(2, 4, 8, 8, 8, generator=g)}
+    x = torch.randn(2, 1, 8, 8, 8, generator=g) * 300
+    props = {"mean": 50.0, "std": 100.0, "percentile_00_5": -900.0, "percentile_99_5": 900.0}
+    parts = {}
+    total = stage2_loss(outs, tg, keys, aux, ROLES, alignment_weight=0.5, parts=parts)
+    assert set(parts) == {"tumour_mask", "alignment"}
+    assert torch.isclose(total, parts["tumour_mask"] + 0.5 * parts["alignment"])
+    parts = {}
+    total = stage1_loss(outs, tg, keys, x, aux, ROLES, ["air", "fat", "soft_tissue", "bone"], props,
+                        background_weight=0.1, parts=parts)
+    assert set(parts) == {"organ", "background_tissue"}
+    assert torch.isclose(total, parts["organ"] + 0.1 * parts["background_tissue"])
+    assert not any(p.requires_grad for p in parts.values())

@@ -30,9 +30,9 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
     def validated_channels(self) -> List[int]:
         return list(self.roles.organs)
 
-    def compute_loss(self, output, target, keys, data) -> torch.Tensor:
+    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
         net = unwrap(self.network)
         return stage1_loss(output, target, keys, data, getattr(net, "aux_outputs", None) or {}, self.roles,
                            background_names(self.zept_config["switches"]),
                            self.plans_manager.foreground_intensity_properties_per_channel["0"],
-                           self.HEALTHY_ORGAN_MODE)
+                           self.HEALTHY_ORGAN_MODE, parts=parts)

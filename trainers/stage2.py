@@ -32,9 +32,9 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
     def validated_channels(self) -> List[int]:
         return list(self.roles.seen_tumours)
 
-    def compute_loss(self, output, target, keys, data) -> torch.Tensor:
+    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
         aux = getattr(unwrap(self.network), "aux_outputs", None) or {}
-        return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT)
+        return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT, parts=parts)
 
     def on_train_start(self):
         # not initialised yet = neither -pretrained_weights nor a checkpoint (--c) was loaded:

@@ -118,8 +118,25 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         return None
 
     # ----------------------------------------------------------------------------- loss
-    def compute_loss(self, output, target, keys, data) -> torch.Tensor:
+    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
+        """The stage's loss; `parts` (a dict, if given) receives each of its terms for the epoch log."""
         raise NotImplementedError
+
+    PART_PREFIX = "loss_part_"
+
+    def _parts_output(self, parts: dict) -> dict:
+        return {self.PART_PREFIX + k: v.cpu().numpy() for k, v in parts.items()}
+
+    def _print_loss_parts(self, split: str, outputs: List[dict]) -> None:
+        # means over this process's batches; the total (train_loss/val_loss) is nnU-Net's, over all ranks
+        names = [k for k in outputs[0] if k.startswith(self.PART_PREFIX)] if outputs else []
+        if names:
+            means = {k[len(self.PART_PREFIX):]: float(np.mean([o[k] for o in outputs if k in o])) for k in names}
+            self.print_to_log_file(f"{split} loss parts: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+
+    def on_train_epoch_end(self, train_outputs: List[dict]):
+        super().on_train_epoch_end(train_outputs)
+        self._print_loss_parts("train", train_outputs)
 
     @staticmethod
     def _as_list(x) -> list:
@@ -132,7 +149,8 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx:
             output = self._as_list(self.network(data))
-            loss = self.compute_loss(output, target, batch["keys"], data)
+            parts = {}
+            loss = self.compute_loss(output, target, batch["keys"], data, parts)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -143,7 +161,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in self.network.parameters() if p.requires_grad], 12)
             self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
+        return {"loss": loss.detach().cpu().numpy(), **self._parts_output(parts)}
 
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
@@ -152,7 +170,8 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         with ctx, torch.no_grad():
             output = self._as_list(self.network(data))
             # eval mode gives full resolution only; score it against the full-resolution target
-            loss = self.compute_loss(output, target[: len(output)], batch["keys"], data)
+            parts = {}
+            loss = self.compute_loss(output, target[: len(output)], batch["keys"], data, parts)
         pred = (torch.sigmoid(output[0].float()) > 0.5).long()
         axes = [0] + list(range(2, pred.ndim))
         tp, fp, fn, _ = get_tp_fp_fn_tn(pred, target[0], axes=axes)
@@ -160,7 +179,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         keep = torch.zeros(pred.shape[1], dtype=torch.bool)
         keep[self.validated_channels()] = True
         nan = torch.full_like(tp.float(), float("nan"))
-        return {"loss": loss.detach().cpu().numpy(),
+        return {"loss": loss.detach().cpu().numpy(), **self._parts_output(parts),
                 "tp_hard": torch.where(keep.to(tp.device), tp.float(), nan).cpu().numpy(),
                 "fp_hard": torch.where(keep.to(fp.device), fp.float(), nan).cpu().numpy(),
                 "fn_hard": torch.where(keep.to(fn.device), fn.float(), nan).cpu().numpy()}
@@ -194,6 +213,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         self.logger.log("mean_fg_dice", float(np.nanmean(dice)) if trained else 0.0, self.current_epoch)
         self.logger.log("dice_per_class_or_region", dice, self.current_epoch)
         self.logger.log("val_losses", loss_here, self.current_epoch)
+        self._print_loss_parts("val", val_outputs)
 
     # ----------------------------------------------------------------------------- safety
     def _refuse_to_overwrite_finished_run(self):

@@ -13,10 +13,15 @@ import torch.nn.functional as F
 
 def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                     voxel_weight: Optional[torch.Tensor] = None, smooth: float = 1.0) -> torch.Tensor:
-    """BCE + soft Dice averaged over the valid (case, channel) pairs.
+    """BCE averaged over the valid (case, channel) pairs + soft Dice averaged over the valid pairs
+    whose reference has the class.
 
     logits, target: [B, C, *spatial]; valid: [B, C] (bool or 0/1); voxel_weight: [B, C, *spatial] or None.
-    Dice is per (case, channel), as in ZePT (`1 - 2 sum(p y) / (sum p + sum y + smooth)`).
+    Dice is per (case, channel), as in ZePT (`1 - 2 sum(p y) / (sum p + sum y + smooth)`).  On a pair
+    without reference voxels that Dice loss is 1 whatever the prediction: no gradient, only a floor
+    under the loss.  Tumours are absent from most pairs, so averaging it in pinned the Stage 2 mask
+    loss near 1 and shrank the Dice gradient of the pairs that do have a tumour; such pairs are
+    taught by BCE alone (false positives), the others by both terms.
     Computed in float32: the sums over a 3D patch overflow float16.
     """
     logits = logits.float()
@@ -33,8 +38,11 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     p = torch.sigmoid(logits) * w
     y = target * w
     inter = (p * y).flatten(2).sum(-1)
-    dice = 1.0 - 2.0 * inter / (p.flatten(2).sum(-1) + y.flatten(2).sum(-1) + smooth)   # [B, C]
-    return ((bce + dice) * valid).sum() / n_valid
+    y_sum = y.flatten(2).sum(-1)
+    dice = 1.0 - 2.0 * inter / (p.flatten(2).sum(-1) + y_sum + smooth)                  # [B, C]
+    has_reference = valid * (y_sum > 0).float()
+    dice_term = (dice * has_reference).sum() / has_reference.sum().clamp_min(1.0)
+    return (bce * valid).sum() / n_valid + dice_term
 
 
 def deep_supervision_weights(num_outputs: int) -> List[float]:
