@@ -98,6 +98,11 @@ def test_quick_demo_writes_report_with_numbers_and_figures(quick_demo):
         assert (out / "nnUNet_results" / "Dataset990_ZePTSynthetic" / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
                 / "checkpoint_final.pth").is_file()
         assert len(data["training"][key]["train_losses"]) == data["training"][key]["epochs"]
+    # the loss terms of each ZePT stage, one value per epoch, and the curves figure
+    assert set(data["training"]["stage2"]["loss_parts"]["train"]) == {"tumour_mask", "alignment"}
+    assert set(data["training"]["stage1"]["loss_parts"]["train"]) == {"organ", "background_tissue"}
+    assert len(data["training"]["stage2"]["loss_parts"]["train"]["alignment"]) == data["training"]["stage2"]["epochs"]
+    assert (out / "report" / "training_curves.png").stat().st_size > 10_000 and "(training_curves.png)" in text
 
 
 def test_existing_output_is_not_overwritten_without_flag(quick_demo):

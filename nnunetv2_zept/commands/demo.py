@@ -3,7 +3,7 @@ import sys
 
 HELP = ("make the synthetic pan-tumour CT dataset, plan and preprocess it, train ZePT Stage 1, Stage 2 and a plain "
         "nnU-Net baseline with the stock nnU-Net commands, predict the held-out cases, evaluate seen and zero-shot "
-        "tumour types and write a report with figures (default: about 12-14 minutes on 2 idle CPU cores; see "
+        "tumour types and write a report with figures (default: about 13 minutes on 2 idle CPU cores; see "
         "docs/demo.md)")
 
 
@@ -26,7 +26,7 @@ def add_arguments(parser):
                              "its numbers are meaningless (used by the test suite)")
     preset.add_argument("--longer", action="store_true",
                         help=f"{longer.stage1.total} Stage 1 + {longer.stage2.total} Stage 2 steps and "
-                             f"{longer.baseline.total} baseline steps, 4x the default (about 45 minutes on 2 idle CPU "
+                             f"{longer.baseline.total} baseline steps, 3.3x the default (about 40 minutes on 2 idle CPU "
                              "cores): better models")
     preset.add_argument("--gpu", action="store_true",
                         help=f"GPU preset, on cuda: the generator's 5 mm grid, nnU-Net's full U-Net width, "

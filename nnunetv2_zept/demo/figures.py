@@ -174,3 +174,40 @@ def comparison_roc(name: str, kind: str, voxel: Dict[str, VoxelRocCurves], cases
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+def training_curves(trained: Dict[str, dict], titles: Dict[str, str], out_png: Path) -> Path:
+    """Loss per epoch of each training (one panel each) against optimiser steps: nnU-Net's training
+    and validation loss and, for the ZePT stages, each term of the loss (`... loss parts:` lines).
+    Validation runs in eval mode, where the ZePT losses have their mask term only."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(titles), figsize=(4.6 * len(titles), 3.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], titles.items()):
+        t = trained[key]
+        steps_per_epoch = t["iterations"]
+
+        def plot(values, label, **style):
+            if values:
+                x = [(i + 1) * steps_per_epoch for i in range(len(values))]
+                ax.plot(x, values, marker="o", ms=3, label=label, **style)
+        plot(t["train_losses"], "training loss (total)", color="tab:blue", lw=2)
+        plot(t["val_losses"], "validation loss", color="tab:red", lw=2)
+        for split, ls in (("train", "--"), ("val", ":")):
+            for name, values in (t.get("loss_parts") or {}).get(split, {}).items():
+                plot(values, f"{split}: {name}", ls=ls, lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimiser step (end of epoch)")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -157,6 +157,7 @@ def predict(dataset_id: int, trainer: str, fold: str, input_folder: Path, output
 _LOSS = re.compile(r"train_loss (-?[0-9.]+(?:e-?\d+)?)")
 _VAL_LOSS = re.compile(r"val_loss (-?[0-9.]+(?:e-?\d+)?)")
 _EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
+_PARTS = re.compile(r"(train|val) loss parts: (.+)$")
 
 
 @dataclass
@@ -166,16 +167,24 @@ class TrainingLog:
     train_losses: List[float]
     val_losses: List[float]
     epoch_seconds: List[float]
+    # per-epoch loss terms of the ZePT trainers ("train loss parts: organ 0.8, ..."), by split and name
+    loss_parts: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, lines: Sequence[str]) -> "TrainingLog":
         tl, vl, et = [], [], []
+        parts: Dict[str, Dict[str, List[float]]] = {}
         for line in lines:
             for pattern, out in ((_LOSS, tl), (_VAL_LOSS, vl), (_EPOCH_TIME, et)):
                 m = pattern.search(line)
                 if m:
                     out.append(float(m.group(1)))
-        return cls(tl, vl, et)
+            m = _PARTS.search(line.rstrip())
+            if m:
+                for item in m.group(2).split(", "):
+                    name, _, value = item.rpartition(" ")
+                    parts.setdefault(m.group(1), {}).setdefault(name, []).append(float(value))
+        return cls(tl, vl, et, parts)
 
     def seconds_per_iteration(self, iterations: int, val_iterations: int) -> float:
         """Mean wall time of one training step, counting the epoch's validation batches as steps
@@ -187,4 +196,5 @@ class TrainingLog:
         return sum(times) / len(times) / (iterations + val_iterations)
 
     def to_dict(self) -> dict:
-        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "epoch_seconds": self.epoch_seconds}
+        return {"train_losses": self.train_losses, "val_losses": self.val_losses, "epoch_seconds": self.epoch_seconds,
+                "loss_parts": self.loss_parts}

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from nnunetv2_zept.demo.figures import comparison_roc, held_out_montage
+from nnunetv2_zept.demo.figures import comparison_roc, held_out_montage, training_curves
 from nnunetv2_zept.demo.settings import DemoSettings
 from nnunetv2_zept.evaluation.report import json_safe, safe_filename
 
@@ -106,6 +106,8 @@ def write_report(report_dir: Path, settings: DemoSettings, raw: Path, meta: dict
         case_curves = dict(zip(labels, (evaluation["case_roc"]["zept"][t], evaluation["case_roc"]["baseline"][t])))
         png = comparison_roc(t, kind, labels, case_curves, report_dir / f"roc_{safe_filename(t)}.png")
         rocs[t] = png.name
+    curves = training_curves(trained, {"stage1": "ZePT Stage 1", "stage2": "ZePT Stage 2", "baseline": "nnU-Net baseline"},
+                             report_dir / "training_curves.png").name
 
     # ---- text
     g = meta["generator"]
@@ -143,7 +145,9 @@ def write_report(report_dir: Path, settings: DemoSettings, raw: Path, meta: dict
     L += ["", f"The baseline makes as many optimiser steps as Stage 1 and Stage 2 together "
               f"({trained['baseline']['total_iterations']} = {trained['stage1']['total_iterations']} + "
               f"{trained['stage2']['total_iterations']}), so both methods get the same training budget in steps. "
-              "Seconds per step include nnU-Net's data augmentation and the epoch's validation batch.", ""]
+              "Seconds per step include nnU-Net's data augmentation and the epoch's validation batch.", "",
+              f"Loss per epoch (validation runs in eval mode, where the ZePT losses have their mask term only): "
+              f"![training curves]({curves})", ""]
     cpu = dict(phase_cpu_seconds or {})
     L += ["### Wall time per phase", "",
           "CPU time is user + system time of all processes of the phase; on a machine shared with other work "
