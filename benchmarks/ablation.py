@@ -89,11 +89,22 @@ BUDGETS = {
     # ~1 h for 2 seeds x 12 variants on an idle 2-core CPU (18 trainings, 12 predictions and
     # evaluations per seed): enough to rank mechanisms only roughly; use --scale on a GPU.  The
     # baseline makes as many steps as Stage 1 and Stage 2 together (as in the demo).
-    "default": {"stage1": (2, 30), "stage2": (2, 20), "baseline": (2, 50), "val_iterations": 1,
+    "default": {"stage1": (2, 40), "stage2": (2, 30), "baseline": (2, 70), "val_iterations": 1,
                 "num_train": 24, "num_test": 18},
     "quick": {"stage1": (1, 2), "stage2": (1, 2), "baseline": (1, 2), "val_iterations": 1,
               "num_train": 10, "num_test": 7},
 }
+
+
+def data_grid(quick: bool, device: str) -> dict:
+    """Grid, smallest lesion and U-Net width of the demo preset for this device (docs/demo.md):
+    on CPU the 6 mm grid and a U-Net of width 16 (about 5x cheaper per step than the generator's
+    5 mm grid at nnU-Net's width 32), on CUDA the 5 mm grid and nnU-Net's own width."""
+    from nnunetv2_zept.demo.settings import demo_settings
+
+    d = demo_settings("quick" if quick else ("gpu" if device == "cuda" else "default"))
+    return {"shape": list(d.shape), "spacing_mm": d.spacing_mm, "min_lesion_mm": d.min_lesion_mm,
+            "unet_features": d.unet_features}
 
 METRICS = ("DSC", "voxel_AUROC", "FPR95", "case_AUROC")
 METRIC_TITLES = {"DSC": "DSC (cases with the tumour)", "voxel_AUROC": "voxel AUROC (CT body mask, pooled)",
@@ -142,10 +153,12 @@ def prepare_dataset(work: Path, budget: dict, data_seed: int, device: str) -> Pa
     if not (raw / "dataset.json").is_file():
         from nnunetv2_zept.synthetic import make_synthetic_dataset
 
+        grid = budget["grid"]
         log(f"generating synthetic data set {raw.name} (demo preset, {budget['num_train']} train / "
-            f"{budget['num_test']} test cases, seed {data_seed})")
+            f"{budget['num_test']} test cases, {grid['shape']} voxels at {grid['spacing_mm']} mm, seed {data_seed})")
         make_synthetic_dataset(work / "raw", dataset_id=DATASET_ID, name=DATASET_NAME, preset="demo", seed=data_seed,
-                               num_train=budget["num_train"], num_test=budget["num_test"])
+                               num_train=budget["num_train"], num_test=budget["num_test"], shape=grid["shape"],
+                               spacing=(grid["spacing_mm"],) * 3, min_lesion_diameter_mm=grid["min_lesion_mm"])
     sys.path.insert(0, str(HERE))
     from bench_data import add_missing_texts
 
@@ -161,6 +174,11 @@ def prepare_dataset(work: Path, budget: dict, data_seed: int, device: str) -> Pa
         env["nnUNet_n_proc_DA"] = "1"   # 0 crashes nnU-Net's planner (torch.set_num_threads(0))
         run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", CONFIG, "-np", "1", "-npfp", "1",
                  "--verify_dataset_integrity"], env, work / "logs" / "plan.log")
+        if budget["grid"]["unet_features"] is not None:
+            from nnunetv2_zept.demo.nnunet_steps import set_unet_features
+
+            widths = set_unet_features(pre, budget["grid"]["unet_features"], CONFIG)
+            log(f"U-Net features per stage set to {widths} (every variant and the baseline alike)")
     return raw
 
 
@@ -508,7 +526,9 @@ def write_report(work: Path, out_md: Path, out_json: Path, args, budget: dict, r
          f"Written {time.strftime('%Y-%m-%d %H:%M')} from {len(results)} finished runs; device {args.device}.  ",
          f"Data: synthetic demo preset, {cases['generator']['num_train']} training cases, "
          f"{cases['generator']['num_test']} held-out cases ({n_free} tumour-free; zero-shot cases per type: "
-         + ", ".join(f"{t} {n_pos[t]}" for t in zs) + ").  ",
+         + ", ".join(f"{t} {n_pos[t]}" for t in zs) + ")"
+         + (f", {' x '.join(map(str, budget['grid']['shape']))} voxels at {budget['grid']['spacing_mm']:g} mm, "
+            f"U-Net width {budget['grid']['unet_features'] or 'as planned'}" if "grid" in budget else "") + ".  ",
          f"Budget per seed: Stage 1 {budget['stage1'][0]} epochs x {max(1, round(budget['stage1'][1] * args.scale))} "
          f"iterations, Stage 2 {budget['stage2'][0]} x {max(1, round(budget['stage2'][1] * args.scale))}, baseline "
          f"{budget['baseline'][0]} x {max(1, round(budget['baseline'][1] * args.scale))} (batch and patch from "
@@ -564,7 +584,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         os.environ["ZEPT_ABLATION_THREADS"] = str(args.threads)
-    budget = dict(BUDGETS["quick" if args.quick else "default"])
+    budget = dict(BUDGETS["quick" if args.quick else "default"], grid=data_grid(args.quick, args.device))
     if args.epochs:
         budget["stage1"] = (args.epochs[0], budget["stage1"][1])
         budget["stage2"] = (args.epochs[1], budget["stage2"][1])
