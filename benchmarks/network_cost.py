@@ -15,6 +15,8 @@ everything torch's CPU allocator takes from the OS during forward+backward.
 
     python benchmarks/network_cost.py --patch 128 128 128 --batch 2 --repeats 3
     python benchmarks/network_cost.py --patch 64 64 64 --batch 2 --repeats 5 --device cuda
+    python benchmarks/network_cost.py --patch 48 56 72 --spacing 1.5 1.5 1.5 --batch 1 --inference --iters 5
+                                       # one sliding-window forward, as in nnUNetv2_predict
 """
 from __future__ import annotations
 
@@ -62,8 +64,16 @@ def measure_one(variant: str, args) -> dict:
     x = torch.randn(args.batch, 1, *cm.patch_size, device=dev)
     n_params = sum(p.numel() for p in net.parameters())
     n_train = sum(p.numel() for p in trainable)
+    if args.inference:
+        # what nnU-Net's sliding window runs per window: eval mode, no deep supervision, no gradient
+        net.eval()
+        net.decoder.deep_supervision = False
 
     def step():
+        if args.inference:
+            with torch.no_grad(), torch.autocast(dev.type, enabled=(dev.type == "cuda")):
+                net(x)
+            return
         with torch.autocast(dev.type, enabled=(dev.type == "cuda")):
             outs = net(x)
             loss = sum(o.float().mean() for o in outs)
@@ -118,6 +128,9 @@ def main(argv=None) -> int:
                          "(for very slow CPU runs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--inference", action="store_true",
+                    help="time the forward pass of prediction (eval mode, no deep supervision, no gradient) "
+                         "instead of a training step")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
