@@ -174,6 +174,11 @@ class ZePTNetwork(nn.Module):
                 fund_logits[k] = self.fundamental_head(k, q, dec[k])
         q_fund = q
 
+        # only the levels that are returned get tumour channels; the other tapped levels only
+        # feed the prompts (prediction: the full-resolution level alone)
+        out_levels = list(range(self.n_dec)) if ds else [self.full]
+        restricted = list(range(self.n_tum)) if stage == 1 else self.zero_shot_pos
+
         # calibrated anomaly and organ regions per level
         update = self.training and stage == 1 and sw["anomaly_calibration"] == "calibrated"
         anomaly, regions = {}, {}
@@ -183,12 +188,14 @@ class ZePTNetwork(nn.Module):
                 self.calibration.update(k, a)
             anomaly[k] = self.calibration(k, a)
             if sw["organ_restriction"] and self.n_tum:
-                r = level_radius(sw["organ_dilation_voxels"], self.dec_strides[k])
-                regions[k] = host_regions(fund_logits[k][:, :self.n_org], self._region_sets, r)
+                need = set(restricted) if k in out_levels else set()
+                if (sw["self_prompt"] and k in self.tapped) or (k == self.full and self.return_anomaly_map):
+                    need.add(self.n_tum)
+                regions[k] = self._host_regions(k, fund_logits[k][:, :self.n_org], need)
         prompts = {}
         if sw["self_prompt"]:
             for k in self.tapped:
-                reg = regions[k][:, -1:] if k in regions else None
+                reg = regions[k][self.n_tum] if k in regions else None
                 prompts[k] = prompt_mask(anomaly[k], sw["prompt_threshold"], reg)
 
         # tumour channels
@@ -196,16 +203,16 @@ class ZePTNetwork(nn.Module):
         adv = None
         if self.n_tum:
             if stage == 1:
-                for k in levels:
+                for k in out_levels:
                     t = anomaly[k].expand(-1, self.n_tum, *anomaly[k].shape[2:])
-                    tumour[k] = restrict(t, regions[k][:, :self.n_tum]) if k in regions else t
+                    tumour[k] = restrict(t, self._stacked(regions[k], restricted)) if k in regions else t
             else:
                 fund_ctx = q_fund[:, :self.n_org + self.n_bg]
                 adv0 = (self.advanced_queries.unsqueeze(0).expand(b, -1, -1) if sw["disentangled"]
                         else q_fund[:, self.n_org + self.n_bg:])
                 adv = self.tumour_decoder(fund_ctx, adv0, [tokens[k] for k in self.tapped],
                                           [prompts.get(k) for k in self.tapped])
-                for k in levels:
+                for k in out_levels:
                     t = self.tumour_head(k, adv, dec[k])
                     if k == self.full:
                         t = t + self.adapter_head(adv, self.adapter(dec[k]))
@@ -214,10 +221,10 @@ class ZePTNetwork(nn.Module):
                     if k in regions and self.zero_shot_pos:
                         zs = self.zero_shot_pos
                         t = t.clone()
-                        t[:, zs] = restrict(t[:, zs], regions[k][:, zs])
+                        t[:, zs] = restrict(t[:, zs], self._stacked(regions[k], zs))
                     tumour[k] = t
 
-        outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in levels}
+        outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in out_levels}
 
         if self.training:
             self._store_aux(q_fund, adv, fund_logits, anomaly, prompts)
@@ -230,9 +237,28 @@ class ZePTNetwork(nn.Module):
         if self.return_anomaly_map:
             amap = anomaly[self.full]
             if self.full in regions:
-                amap = restrict(amap, regions[self.full][:, -1:])
+                amap = restrict(amap, regions[self.full][self.n_tum])
             out = torch.cat([out, amap.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)], dim=1)
         return out
+
+    def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
+        """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts).
+
+        Tumours that share a host organ share one dilation: it is the costliest per-voxel step
+        of prediction after the network's convolutions.
+        """
+        if not which:
+            return {}
+        which = sorted(which)
+        unique = sorted({tuple(self._region_sets[i]) for i in which})
+        r = level_radius(self.switches["organ_dilation_voxels"], self.dec_strides[level])
+        masks = host_regions(organ_logits, [list(u) for u in unique], r)
+        col = {u: j for j, u in enumerate(unique)}
+        return {i: masks[:, col[tuple(self._region_sets[i])]].unsqueeze(1) for i in which}
+
+    @staticmethod
+    def _stacked(regions: Dict[int, torch.Tensor], which: List[int]) -> torch.Tensor:
+        return torch.cat([regions[i] for i in which], dim=1)
 
     def _store_aux(self, q_fund, adv, fund_logits, anomaly, prompts) -> None:
         sw = self.switches

@@ -76,6 +76,31 @@ def test_eval_returns_one_finite_tensor_and_anomaly_channel():
         assert torch.isfinite(net(torch.zeros(1, 1, *PATCH))).all()
 
 
+@pytest.mark.parametrize("switches", [{}, {"self_prompt": False}, {"organ_restriction": False}])
+def test_prediction_output_equals_the_full_resolution_output_of_the_all_levels_pass(switches):
+    """Prediction (no deep supervision) skips the tumour heads and organ regions of levels it does
+    not return; the full-resolution output must stay exactly what the all-levels pass gives."""
+    net, _, _, _ = _net(ds=True, **switches)
+    net.eval()
+    with torch.no_grad():                       # calibrated scale from one batch, as after Stage 1
+        net.calibration.anomaly_scale.fill_(0.7)
+    x = torch.randn(2, 1, *PATCH) * 100
+    for stage in (1, 2):
+        net.set_stage(stage)
+        for anomaly_map in (False, True):
+            net.return_anomaly_map = anomaly_map
+            net.decoder.deep_supervision = True
+            with torch.no_grad():
+                every_level = net(x)[0]
+            net.decoder.deep_supervision = False
+            with torch.no_grad():
+                prediction = net(x)
+            assert torch.equal(prediction[:, :every_level.shape[1]], every_level)
+            assert prediction.shape[1] == every_level.shape[1] + int(anomaly_map)
+            organ_region = (every_level[:, [0, 2, 4]] > 0).any(dim=1)
+            assert organ_region.any() and not organ_region.all()   # the regions are neither empty nor everything
+
+
 def test_training_outputs_and_aux_outputs():
     net, _, cm, _ = _net()
     net.train()
