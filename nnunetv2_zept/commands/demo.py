@@ -26,7 +26,7 @@ def add_arguments(parser):
                              "its numbers are meaningless (used by the test suite)")
     preset.add_argument("--longer", action="store_true",
                         help=f"{longer.stage1.total} Stage 1 + {longer.stage2.total} Stage 2 steps and "
-                             f"{longer.baseline.total} baseline steps, 3.3x the default (about 40 minutes on 2 idle CPU "
+                             f"{longer.baseline.total} baseline steps, 3.3x the default (about 45 minutes on 2 CPU "
                              "cores): better models")
     preset.add_argument("--gpu", action="store_true",
                         help=f"GPU preset, on cuda: the generator's 5 mm grid, nnU-Net's full U-Net width, "

@@ -113,7 +113,7 @@ PRESETS = {
     # the test suite: a few steps of everything on a coarser grid, 5 training and 6 held-out cases
     "quick": dict(num_train=5, num_test=6, shape=(48, 36, 32), spacing_mm=7.5, min_lesion_mm=22.5, unet_features=8,
                   iterations=2, stage1_epochs=1, stage2_epochs=1, val_iterations=1),
-    # 3.3x the steps of the default (about 40 minutes on 2 idle CPU cores)
+    # 3.3x the steps of the default (about 45 minutes on 2 CPU cores, measured)
     "longer": dict(iterations=30, stage1_epochs=20, stage2_epochs=20),
     # on a GPU: the generator's demo grid (5 mm) and nnU-Net's own U-Net width, 1500 + 750 ZePT steps
     "gpu": dict(shape=(72, 56, 48), spacing_mm=5.0, min_lesion_mm=15.0, unet_features=None, iterations=50,
