@@ -397,6 +397,14 @@ def _run_variant_locked(variant: str, seed: int, work: Path, raw: Path, budget: 
              "-f", FOLD, "-tr", trainer, "--save_probabilities", "--disable_tta", "-device", device,
              "-npp", "0", "-nps", "0"], env, logs / "predict.log")
         (pred / "done").write_text("ok\n")
+    return evaluate_variant(variant, seed, work, raw, pred, timing, device, budget, scale)
+
+
+def evaluate_variant(variant: str, seed: int, work: Path, raw: Path, pred: Path, timing: Dict[str, float], device: str,
+                     budget: dict, scale: float) -> dict:
+    """Evaluate one variant's saved predictions and write its summary.json (replacing an old one)."""
+    tag = f"seed{seed}"
+    eval_dir = work / "evals" / variant / tag
     dataset_json = json.loads((raw / "dataset.json").read_text())
     evaluated = pred
     if variant == "baseline":
@@ -413,15 +421,33 @@ def _run_variant_locked(variant: str, seed: int, work: Path, raw: Path, budget: 
         shutil.rmtree(tmp_eval)
     summary = evaluate_folder(str(raw / "labelsTs"), str(evaluated), dataset_json, output_folder=str(tmp_eval),
                               plots=False, images_folder=str(raw / "imagesTs"))
-    timing["evaluate_s"] = time.time() - t0
+    timing = dict(timing, evaluate_s=time.time() - t0)
     result = {"variant": variant, "seed": seed, "metrics": extract_metrics(summary, dataset_json),
               "timing_s": timing, "device": device, "budget": budget, "scale": scale,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     (tmp_eval / "summary.json").rename(tmp_eval / "evaluation_summary.json")
     (tmp_eval / "summary.json").write_text(json.dumps(result, indent=1))
     eval_dir.parent.mkdir(parents=True, exist_ok=True)
+    if eval_dir.exists():
+        shutil.rmtree(eval_dir)     # this benchmark's own earlier evaluation of the same predictions
     tmp_eval.rename(eval_dir)
     return result
+
+
+def re_evaluate(work: Path, raw: Path) -> int:
+    """Evaluate every finished run's saved predictions again (after a change of the metrics),
+    keeping its training and prediction times; returns the number of runs re-evaluated."""
+    n = 0
+    for summary_file in sorted((work / "evals").glob("*/seed*/summary.json")):
+        old = json.loads(summary_file.read_text())
+        pred = work / "predictions" / old["variant"] / f"seed{old['seed']}"
+        if not (pred / "done").is_file():
+            log(f"[{old['variant']} seed{old['seed']}] no finished predictions in {pred}; left as it is")
+            continue
+        evaluate_variant(old["variant"], int(old["seed"]), work, raw, pred, old.get("timing_s", {}), old["device"],
+                         old["budget"], old["scale"])
+        n += 1
+    return n
 
 
 def extract_metrics(summary: dict, dataset_json: dict) -> dict:
@@ -573,6 +599,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out-md", default=None, help="default <work>/ablation.md")
     ap.add_argument("--out-json", default=None, help="default <work>/ablation.json")
     ap.add_argument("--report-only", action="store_true", help="only rewrite the tables from finished runs")
+    ap.add_argument("--re-evaluate", action="store_true",
+                    help="evaluate the saved predictions of every finished run again (after a change of the "
+                         "metrics), keep their training times, and rewrite the tables; trains nothing")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads per training (default: all cores, as nnUNetv2_train; 1 helps on a crowded machine)")
     ap.add_argument("--cli-train", action="store_true",
@@ -608,7 +637,9 @@ def main(argv=None) -> int:
     out_json = Path(args.out_json) if args.out_json else work / "ablation.json"
 
     raw = prepare_dataset(work, budget, args.data_seed, args.device)
-    if args.report_only:
+    if args.re_evaluate:
+        log(f"re-evaluated {re_evaluate(work, raw)} finished runs")
+    if args.report_only or args.re_evaluate:
         write_report(work, out_md, out_json, args, budget, raw)
         return 0
     t_start = time.time()

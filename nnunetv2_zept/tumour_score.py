@@ -7,7 +7,9 @@ datasets an organ region already contains the tumours inside it).
 
 How the score is made (see docs/evaluation.md, "Tumour-presence score"):
 
-1. Host region.  The union of the predicted host organs, with cavities filled (an unseen lesion
+1. Host region.  The union of the predicted host organs without its pieces smaller than
+   `min_host_fraction` of its largest piece (stray voxels an organ channel puts far from the
+   organ would otherwise be searched for lesions), with cavities filled (an unseen lesion
    the organ channel left out is still inside the organ), grown by `host_margin_mm` (default
    5 mm, Euclidean at the image spacing).  Tumour evidence outside it is ignored, which
    removes false positives in fat, bowel or bone far from the organ.  No predicted host organ
@@ -25,8 +27,11 @@ How the score is made (see docs/evaluation.md, "Tumour-presence score"):
    0 when none exists at any level.  It reads "S is the highest probability reached throughout
    at least V_min of connected tissue", so one hot voxel cannot make a case positive, and it
    stays a continuous ranking score (no ties at 0 for cases below the lesion threshold).
-   Found by bisection on t (the counting condition only gets easier as t falls), resolution
-   2^-14 (6e-5); the detection threshold (0.5) is tested exactly, so
+   Found by bisection on the logit of t (the counting condition only gets easier as t falls),
+   resolution 2^-10 in logit between logits -32 and 32: a zero-shot channel's probabilities are
+   often far below 10^-4, and bisecting in probability would give all such cases the same
+   score 0 (a tie) where their logits still rank them.  Below probability 1.3e-14 the score is
+   0.  The detection threshold (0.5) is tested exactly, so
        S >= threshold  <=>  extract_lesions(...) returns at least one lesion.
 """
 from __future__ import annotations
@@ -47,15 +52,19 @@ class TumourScoreSettings:
 
     min_lesion_volume_mm3: float = 50.0   # core volume a lesion needs to count
     host_margin_mm: float = 5.0           # growth of the predicted host organ
+    min_host_fraction: float = 0.1        # host pieces smaller than this share of the largest piece are dropped
     boundary_mm: float = 2.0              # half-width of the organ-surface band (0 switches it off)
     threshold: float = 0.5                # lesion threshold (nnU-Net's region threshold)
     host_threshold: float = 0.5           # host-organ probability threshold
-    level_resolution: float = 2.0 ** -14  # bisection resolution of the score
+    level_resolution: float = 2.0 ** -10  # bisection resolution of the score, in logit
 
     def __post_init__(self):
         for name in ("min_lesion_volume_mm3", "host_margin_mm", "boundary_mm"):
             if not (getattr(self, name) >= 0):
                 raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must be >= 0")
+        if not (0.0 <= self.min_host_fraction <= 1.0):
+            raise ValueError(f"TumourScoreSettings.min_host_fraction = {self.min_host_fraction!r}: must lie in [0, 1] "
+                             f"(0 keeps every piece of the predicted host)")
         for name in ("threshold", "host_threshold"):
             if not (0.0 < getattr(self, name) < 1.0):
                 raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must lie in (0, 1)")
@@ -147,12 +156,27 @@ def host_mask_from_probabilities(host_probabilities: Sequence[np.ndarray], thres
     return mask
 
 
+def drop_small_pieces(mask: np.ndarray, min_fraction: float) -> np.ndarray:
+    """`mask` without the 26-connected pieces smaller than `min_fraction` x its largest piece."""
+    if min_fraction <= 0 or not mask.any():
+        return mask
+    labels, n = ndimage.label(mask, structure=STRUCTURE_26)
+    if n < 2:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= min_fraction * sizes.max()
+    keep[0] = False
+    return keep[labels]
+
+
 def host_region(host_mask: np.ndarray, spacing: Sequence[float],
                 settings: TumourScoreSettings = TumourScoreSettings()) -> Optional[HostRegion]:
     """Filled, dilated host region and its core (steps 1-2 of the score); None without host voxels."""
     if host_mask.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"need a 3D mask and 3 spacings, got shape {host_mask.shape} and spacing {tuple(spacing)}")
     pad = margin_in_voxels(max(settings.host_margin_mm, settings.boundary_mm), spacing)
+    host_mask = drop_small_pieces(host_mask, settings.min_host_fraction)
     box = bounding_box(host_mask, pad)
     if box is None:
         return None
@@ -167,6 +191,9 @@ def host_region(host_mask: np.ndarray, spacing: Sequence[float],
     else:
         core = region.copy()
     return HostRegion(box, host, region, core)
+
+
+SCORE_LOGIT_RANGE = 32.0     # bisection range of the score's logit (probabilities 1.3e-14 to 1 - 1.3e-14)
 
 
 def _min_core_voxels(spacing: Sequence[float], settings: TumourScoreSettings) -> int:
@@ -204,26 +231,34 @@ def tumour_presence_score(tumour_probability: np.ndarray, host_mask: np.ndarray,
         return 0.0
     if _has_lesion(prob, hr, 1.0, min_core):
         return 1.0
-    lo, hi = 0.0, 1.0
-    # test the lesion threshold itself so that S >= threshold exactly when lesions are reported
+    # bisection on the logit; the lesion threshold itself is tested so that S >= threshold
+    # exactly when lesions are reported
+    lo, hi = -SCORE_LOGIT_RANGE, _logit(settings.threshold)
     if _has_lesion(prob, hr, settings.threshold, min_core):
-        lo = settings.threshold
-    else:
-        hi = settings.threshold
+        lo, hi = hi, SCORE_LOGIT_RANGE
+    elif not _has_lesion(prob, hr, _sigmoid(lo), min_core):
+        return 0.0
     view = hr
     while hi - lo > settings.level_resolution:
-        if lo > 0:
-            # every lesion at a level >= lo lies inside {p >= lo}: label only its bounding box
-            sub = bounding_box(view.region & (prob >= lo))
-            if sub is not None:
-                prob = prob[sub]
-                view = HostRegion(sub, view.host[sub], view.region[sub], view.core[sub])
+        # every lesion at a level >= lo lies inside {p >= lo}: label only its bounding box
+        sub = bounding_box(view.region & (prob >= _sigmoid(lo)))
+        if sub is not None:
+            prob = prob[sub]
+            view = HostRegion(sub, view.host[sub], view.region[sub], view.core[sub])
         mid = 0.5 * (lo + hi)
-        if _has_lesion(prob, view, mid, min_core):
+        if _has_lesion(prob, view, _sigmoid(mid), min_core):
             lo = mid
         else:
             hi = mid
-    return float(lo)
+    return settings.threshold if lo == _logit(settings.threshold) else _sigmoid(lo)
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def extract_lesions(tumour_probability: np.ndarray, host_masks: Mapping[str, np.ndarray],

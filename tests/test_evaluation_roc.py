@@ -52,12 +52,41 @@ def test_histogram_matches_sklearn_within_stated_bounds(seed):
 
 
 def test_tied_scores_match_sklearn_exactly():
-    """Scores on bin edges: the histogram is then the exact ROC, ties counted 1/2 like sklearn."""
+    """Scores with few distinct values, each in its own bin: the histogram is then the exact ROC,
+    ties counted 1/2 like sklearn."""
     rng = np.random.default_rng(4)
-    scores = rng.integers(0, 8, 5000) / 8.0          # exact binary fractions: score k/8 falls in bin k
+    scores = rng.integers(0, 8, 5000) / 8.0
     labels = rng.random(5000) < 0.2 + 0.5 * scores
-    h = RocHistogram(8).add(scores, labels)
-    assert h.auroc() == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    h = RocHistogram().add(scores, labels)
+    assert h.auroc_error_bound() > 0        # the ties are real ties ...
+    assert h.auroc() == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)   # ... and counted like sklearn's
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e-7, 1e-11])
+def test_tiny_probabilities_keep_their_ranking(scale):
+    """A rare class's probabilities sit far below any fixed probability bin width; binned by
+    logit they keep their order (bins of width 1e-4 in probability made this AUROC 0.5)."""
+    rng = np.random.default_rng(6)
+    n = 100_000
+    labels = rng.random(n) < 0.02
+    scores = scale * np.exp(rng.normal(size=n) + 1.2 * labels)
+    h = RocHistogram().add(scores.astype(np.float32), labels)
+    exact = roc_auc_score(labels, scores.astype(np.float32))
+    assert exact > 0.75
+    assert h.auroc() == pytest.approx(exact, abs=1e-3)
+    assert abs(h.fpr_at_tpr(0.95) - exact_fpr95(labels, scores.astype(np.float32))) < 2e-3
+
+
+def test_bin_edges_are_probabilities_and_thresholds_decrease():
+    h = RocHistogram(100).add(np.array([0.0, 1e-20, 0.3, 0.7, 1.0, 1.5, -0.2]),
+                              np.array([False, False, True, True, True, True, False]))
+    edges = h.bin_edges()
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and np.all(np.diff(edges) > 0)
+    assert edges[50] == pytest.approx(0.5)
+    assert h.negatives[0] == 3 and h.positives[-1] == 2     # 0, 1e-20 and -0.2 in the first bin; 1 and 1.5 in the last
+    _, _, thr = h.roc_curve()
+    assert thr[0] == np.inf and np.all(np.diff(thr[1:]) < 0) and thr[-1] == 0.0
+    assert h.auroc() == 1.0
 
 
 def test_pooling_and_slabwise_region_filling():

@@ -9,7 +9,7 @@ from nnunetv2_zept.tumour_score import (ImageGeometry, TumourScoreSettings, extr
 SHAPE = (40, 40, 40)
 ISO = (1.0, 1.0, 1.0)
 BG = 0.05
-RES = TumourScoreSettings().level_resolution
+RES = TumourScoreSettings().level_resolution / 4   # the score is bisected on its logit; dp <= dlogit / 4
 
 
 def organ():
@@ -43,6 +43,37 @@ def test_single_hot_voxel_does_not_count_but_a_lesion_does():
     assert les.max_probability == pytest.approx(0.9) and les.host == "liver"
     assert les.centre_voxel == pytest.approx((15.5, 15.5, 15.5))
     assert les.bbox_voxel == (14, 14, 14, 18, 18, 18)
+
+
+@pytest.mark.parametrize("level", [1e-5, 1e-9])
+def test_cases_below_any_probability_resolution_still_rank_by_their_lesions(level):
+    """Zero-shot channels often stay far below 1e-4: a lesion 10x above a 10x lower background
+    must still outscore a lesion-free case, and both scores stay within the logit resolution."""
+    p = np.full(SHAPE, level / 10, dtype=np.float32)
+    free = tumour_presence_score(p, organ(), ISO)
+    p[14:18, 14:18, 14:18] = level
+    with_lesion = tumour_presence_score(p, organ(), ISO)
+    assert free == pytest.approx(level / 10, rel=2e-3) and with_lesion == pytest.approx(level, rel=2e-3)
+    assert with_lesion > 5 * free
+
+
+def test_small_stray_pieces_of_the_predicted_host_are_not_searched():
+    """A small false 'host' piece far from the organ (a classifier's stray voxels) must not carry
+    the case score; pieces of comparable size (two lungs) both count."""
+    shape = (40, 40, 80)
+    host = np.zeros(shape, dtype=bool)
+    host[8:32, 8:32, 8:32] = True                 # the organ, 13824 voxels
+    host[14:22, 14:22, 60:68] = True              # a stray piece of 512 voxels (3.7 %), 28 mm away
+    p = np.full(shape, BG, dtype=np.float32)
+    p[14:22, 14:22, 60:68] = 0.9                  # a 'lesion' filling the stray piece
+    assert tumour_presence_score(p, host, ISO) <= BG
+    assert tumour_presence_score(p, host, ISO, TumourScoreSettings(min_host_fraction=0.0)) == pytest.approx(0.9, abs=RES)
+    host[8:32, 8:32, 40:48] = True                # a second piece a third the organ's size (a second lung) ...
+    assert tumour_presence_score(p, host, ISO) <= BG          # (the stray piece is still left out)
+    p[14:22, 14:22, 40:48] = 0.9                  # ... is searched
+    assert tumour_presence_score(p, host, ISO) == pytest.approx(0.9, abs=RES)
+    with pytest.raises(ValueError, match="min_host_fraction"):
+        TumourScoreSettings(min_host_fraction=1.5)
 
 
 def test_minimum_volume_is_counted_in_mm3_at_the_image_spacing():

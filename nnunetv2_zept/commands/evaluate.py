@@ -28,7 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--default-tolerance", type=float, default=2.0, metavar="MM",
                         help="NSD tolerance for classes without an MSD default (default 2 mm)")
     parser.add_argument("--bins", type=int, default=10_000,
-                        help="score histogram bins over [0, 1] for voxel AUROC/FPR95 (default 10000)")
+                        help="score histogram bins (equal in logit) for voxel AUROC/FPR95 (default 10000)")
     parser.add_argument("--min-lesion-mm3", type=float, default=50.0,
                         help="tumour score: minimum lesion core volume in mm^3 (default 50)")
     parser.add_argument("--host-margin-mm", type=float, default=5.0,
@@ -36,6 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--boundary-mm", type=float, default=2.0,
                         help="tumour score: half-width of the organ-surface band whose voxels do not count towards "
                              "lesion volume (default 2 mm; 0 switches it off)")
+    parser.add_argument("--min-host-fraction", type=float, default=0.1,
+                        help="tumour score: pieces of the predicted host organ smaller than this share of its "
+                             "largest piece are not searched (default 0.1; 0 keeps every piece)")
     parser.add_argument("--no-plots", action="store_true", help="skip the ROC figures")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace summary.json/summary.md of an earlier evaluation in the output folder")
@@ -51,7 +54,7 @@ def run(args) -> int:
     output = args.output_folder or os.path.join(args.prediction_folder, "zept_evaluation")
     try:
         settings = TumourScoreSettings(min_lesion_volume_mm3=args.min_lesion_mm3, host_margin_mm=args.host_margin_mm,
-                                       boundary_mm=args.boundary_mm)
+                                       boundary_mm=args.boundary_mm, min_host_fraction=args.min_host_fraction)
         summary = evaluate_folder(args.reference_folder, args.prediction_folder, args.dataset_json, output,
                                   case_ids=args.cases, tolerances_mm=parse_tolerance_args(args.tolerance),
                                   default_tolerance_mm=args.default_tolerance, n_bins=args.bins,

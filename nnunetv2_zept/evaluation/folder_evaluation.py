@@ -19,7 +19,7 @@ import numpy as np
 
 from nnunetv2_zept.evaluation.case_io import (EvaluationInputError, check_label_values, match_cases,
                                               read_label_map, read_probability_channels)
-from nnunetv2_zept.evaluation.histogram_roc import DEFAULT_BINS, RocHistogram
+from nnunetv2_zept.evaluation.histogram_roc import DEFAULT_BINS, LOGIT_RANGE, RocHistogram
 from nnunetv2_zept.evaluation.mask_ops import body_mask_from_ct, bounding_box, margin_in_voxels, within_mm
 from nnunetv2_zept.evaluation.overlap import dice, normalised_surface_distance
 from nnunetv2_zept.evaluation.tolerances import DEFAULT_TOLERANCE_MM, resolve_tolerances
@@ -294,7 +294,7 @@ def _aggregate(roles, names, cases, per_case, pooled, detection, tolerances, set
               "seen_tumours": group(roles.seen_tumours, tumour_keys),
               "zero_shot_tumours": group(roles.zero_shot, tumour_keys)}
     return {"cases": list(cases), "per_class": per_class, "groups": groups, "per_case": per_case,
-            "settings": {"n_bins": n_bins, "histogram_bin_width": 1.0 / n_bins, "target_tpr": TARGET_TPR,
+            "settings": {"n_bins": n_bins, "histogram_logit_bin_width": 2 * LOGIT_RANGE / n_bins, "target_tpr": TARGET_TPR,
                          "nsd_tolerances_mm": tolerances, "tumour_score": settings.to_dict(),
                          "dsc_convention": "NaN when reference and prediction are both empty (left out of means); "
                                            "0 when only one is empty"}}

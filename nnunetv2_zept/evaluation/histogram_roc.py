@@ -6,14 +6,20 @@ case adds its voxels to two integer histograms (positives, negatives) over [0, 1
 is `2 * n_bins` counters whatever the number of voxels and cases, and per-case and pooled
 curves come from the same code.
 
-Resolution: scores are binned into `n_bins` equal bins (default 10^4, bin width 1e-4); the
-curve has one point per bin edge.  This is the exact ROC of the score rounded down to the bin,
-so the only approximation is inside a bin:
+Resolution: scores are binned by their logit log(p / (1 - p)) into `n_bins` equal bins over
+[-LOGIT_RANGE, LOGIT_RANGE] (default 10^4 bins of 0.0064 logits).  Bins equal in probability
+would throw away exactly the scores that matter for a rare class: a network's tumour
+probabilities inside a host organ are mostly far below 10^-4, and 10^4 equal bins over [0, 1]
+put all of them into the first bin, which turns any ranking there into a tie (AUROC 0.5).  In
+logit space every decade of probability between 10^-13 and 1 - 10^-13 gets about 360 bins.
+The curve has one point per bin edge, the exact ROC of the score rounded down to its bin, so
+the only approximation is inside a bin:
 * AUROC: pairs (positive, negative) in the same bin count 1/2 each, so
   |AUROC_hist - AUROC_exact| <= 0.5 * sum_b pos_b * neg_b / (P * N)  (`auroc_error_bound`).
 * FPR95: the threshold is the lower edge of the highest bin at which TPR >= 0.95, so
   FPR95_exact <= FPR95_hist <= FPR95_exact + neg_{b*} / N  (`fpr_error_bound`).
-Scores outside [0, 1] are clipped into the first/last bin; 1.0 lands in the last bin.
+Scores at or beyond the range (0 and 1 included) go into the first/last bin.  The bins depend
+only on the score's order, so AUROC and FPR95 are those of the probabilities themselves.
 """
 from __future__ import annotations
 
@@ -22,11 +28,12 @@ from typing import Optional, Tuple
 import numpy as np
 
 DEFAULT_BINS = 10_000
+LOGIT_RANGE = 32.0          # beyond the networks' logit clamp (30): a clamped logit keeps its own bin
 _CHUNK_VOXELS = 1 << 22     # voxels binned per step: bounds the temporaries to a few tens of MB
 
 
 class RocHistogram:
-    """Counts of positive and negative voxels per score bin over [0, 1]."""
+    """Counts of positive and negative voxels per score bin (bins equal in logit, see the module doc)."""
 
     def __init__(self, n_bins: int = DEFAULT_BINS):
         if int(n_bins) < 2:
@@ -37,9 +44,20 @@ class RocHistogram:
 
     # ---------------------------------------------------------------- filling
     def _bin(self, scores: np.ndarray) -> np.ndarray:
-        idx = np.floor(scores.astype(np.float64, copy=False) * self.n_bins)
+        p = np.clip(scores.astype(np.float64, copy=False), 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            logit = np.log(p) - np.log1p(-p)          # -inf at 0, +inf at 1; clipped below
+        idx = np.floor((logit + LOGIT_RANGE) * (self.n_bins / (2 * LOGIT_RANGE)))
         np.clip(idx, 0, self.n_bins - 1, out=idx)
         return idx.astype(np.int64)
+
+    def bin_edges(self) -> np.ndarray:
+        """Lower probability edge of every bin, increasing (0 for the first bin, which takes
+        everything below it), and 1 as the last entry: n_bins + 1 values."""
+        logits = np.linspace(-LOGIT_RANGE, LOGIT_RANGE, self.n_bins + 1)
+        edges = 1.0 / (1.0 + np.exp(-logits))
+        edges[0], edges[-1] = 0.0, 1.0
+        return edges
 
     def add(self, scores: np.ndarray, labels: np.ndarray, region: Optional[np.ndarray] = None) -> "RocHistogram":
         """Add voxels: `labels` (bool, same shape as `scores`) marks positives; only voxels in
@@ -88,7 +106,7 @@ class RocHistogram:
         point k predicts 'positive' for scores in bins >= the bin whose lower edge is thresholds[k].
         NaN arrays when there are no positives or no negatives."""
         P, N = self.n_positive, self.n_negative
-        edges = np.arange(self.n_bins, -1, -1, dtype=np.float64) / self.n_bins     # 1.0 ... 0.0
+        edges = self.bin_edges()[::-1]                                               # 1.0 ... 0.0
         if P == 0 or N == 0:
             nan = np.full(self.n_bins + 1, np.nan)
             return nan, nan.copy(), edges

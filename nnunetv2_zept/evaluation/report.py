@@ -43,7 +43,7 @@ def summary_markdown(summary: dict) -> str:
     lines = ["# Evaluation summary", "",
              f"{len(summary['cases'])} cases. DSC: NaN (shown –) when reference and prediction are both empty, "
              "left out of means. NSD at the tolerance shown. Voxel AUROC/FPR95 from score histograms with "
-             f"{st['n_bins']} bins (width {st['histogram_bin_width']:g}); 'pooled' = all voxels of all cases, "
+             f"{st['n_bins']} bins equal in logit (width {st['histogram_logit_bin_width']:g}); 'pooled' = all voxels of all cases, "
              "'case mean' = mean of per-case values. Detection = case-level AUROC of the tumour-presence score "
              "(tumour-free cases are negatives).", ""]
     organs = [n for n, e in pc.items() if e["role"] == "organ"]
