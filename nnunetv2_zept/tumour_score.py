@@ -42,7 +42,9 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import expit, logit
 
+from nnunetv2_zept.evaluation.histogram_roc import LOGIT_RANGE
 from nnunetv2_zept.evaluation.mask_ops import STRUCTURE_26, bounding_box, fill_holes, margin_in_voxels, within_mm
 
 
@@ -158,16 +160,19 @@ def host_mask_from_probabilities(host_probabilities: Sequence[np.ndarray], thres
 
 def drop_small_pieces(mask: np.ndarray, min_fraction: float) -> np.ndarray:
     """`mask` without the 26-connected pieces smaller than `min_fraction` x its largest piece."""
-    if min_fraction <= 0 or not mask.any():
+    box = bounding_box(mask) if min_fraction > 0 else None
+    if box is None:
         return mask
-    labels, n = ndimage.label(mask, structure=STRUCTURE_26)
+    labels, n = ndimage.label(mask[box], structure=STRUCTURE_26)     # labelled inside the box only
     if n < 2:
         return mask
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     keep = sizes >= min_fraction * sizes.max()
     keep[0] = False
-    return keep[labels]
+    out = np.zeros_like(mask, dtype=bool)
+    out[box] = keep[labels]
+    return out
 
 
 def host_region(host_mask: np.ndarray, spacing: Sequence[float],
@@ -191,9 +196,6 @@ def host_region(host_mask: np.ndarray, spacing: Sequence[float],
     else:
         core = region.copy()
     return HostRegion(box, host, region, core)
-
-
-SCORE_LOGIT_RANGE = 32.0     # bisection range of the score's logit (probabilities 1.3e-14 to 1 - 1.3e-14)
 
 
 def _min_core_voxels(spacing: Sequence[float], settings: TumourScoreSettings) -> int:
@@ -233,32 +235,24 @@ def tumour_presence_score(tumour_probability: np.ndarray, host_mask: np.ndarray,
         return 1.0
     # bisection on the logit; the lesion threshold itself is tested so that S >= threshold
     # exactly when lesions are reported
-    lo, hi = -SCORE_LOGIT_RANGE, _logit(settings.threshold)
+    lo, hi = -LOGIT_RANGE, logit(settings.threshold)
     if _has_lesion(prob, hr, settings.threshold, min_core):
-        lo, hi = hi, SCORE_LOGIT_RANGE
-    elif not _has_lesion(prob, hr, _sigmoid(lo), min_core):
+        lo, hi = hi, LOGIT_RANGE
+    elif not _has_lesion(prob, hr, expit(lo), min_core):
         return 0.0
     view = hr
     while hi - lo > settings.level_resolution:
         # every lesion at a level >= lo lies inside {p >= lo}: label only its bounding box
-        sub = bounding_box(view.region & (prob >= _sigmoid(lo)))
+        sub = bounding_box(view.region & (prob >= expit(lo)))
         if sub is not None:
             prob = prob[sub]
             view = HostRegion(sub, view.host[sub], view.region[sub], view.core[sub])
         mid = 0.5 * (lo + hi)
-        if _has_lesion(prob, view, _sigmoid(mid), min_core):
+        if _has_lesion(prob, view, expit(mid), min_core):
             lo = mid
         else:
             hi = mid
-    return settings.threshold if lo == _logit(settings.threshold) else _sigmoid(lo)
-
-
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+    return settings.threshold if lo == logit(settings.threshold) else float(expit(lo))
 
 
 def extract_lesions(tumour_probability: np.ndarray, host_masks: Mapping[str, np.ndarray],

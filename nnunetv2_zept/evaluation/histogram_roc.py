@@ -26,9 +26,11 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
+from scipy.special import expit, logit
 
 DEFAULT_BINS = 10_000
-LOGIT_RANGE = 32.0          # beyond the networks' logit clamp (30): a clamped logit keeps its own bin
+LOGIT_RANGE = 32.0          # beyond the networks' logit clamp (30): a clamped logit keeps its own bin; also
+                            # the bisection range of the tumour-presence score
 _CHUNK_VOXELS = 1 << 22     # voxels binned per step: bounds the temporaries to a few tens of MB
 
 
@@ -44,18 +46,15 @@ class RocHistogram:
 
     # ---------------------------------------------------------------- filling
     def _bin(self, scores: np.ndarray) -> np.ndarray:
-        p = np.clip(scores.astype(np.float64, copy=False), 0.0, 1.0)
-        with np.errstate(divide="ignore"):
-            logit = np.log(p) - np.log1p(-p)          # -inf at 0, +inf at 1; clipped below
-        idx = np.floor((logit + LOGIT_RANGE) * (self.n_bins / (2 * LOGIT_RANGE)))
+        z = logit(np.clip(scores.astype(np.float64, copy=False), 0.0, 1.0))   # -inf at 0, +inf at 1: clipped below
+        idx = np.floor((z + LOGIT_RANGE) * (self.n_bins / (2 * LOGIT_RANGE)))
         np.clip(idx, 0, self.n_bins - 1, out=idx)
         return idx.astype(np.int64)
 
     def bin_edges(self) -> np.ndarray:
         """Lower probability edge of every bin, increasing (0 for the first bin, which takes
         everything below it), and 1 as the last entry: n_bins + 1 values."""
-        logits = np.linspace(-LOGIT_RANGE, LOGIT_RANGE, self.n_bins + 1)
-        edges = 1.0 / (1.0 + np.exp(-logits))
+        edges = expit(np.linspace(-LOGIT_RANGE, LOGIT_RANGE, self.n_bins + 1))
         edges[0], edges[-1] = 0.0, 1.0
         return edges
 
