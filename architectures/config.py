@@ -31,6 +31,9 @@ DEFAULT_SWITCHES = {
     "background_queries": "per_tissue",
     "anomaly_calibration": "calibrated",
     "organ_restriction": True,
+    # the Stage 2 adapter term on zero-shot channels too; off by default: it is fitted to the seen
+    # types only and was measured to push zero-shot logits to the clamp in spleen and pancreas
+    "zero_shot_adapter": False,
     # sizes and knobs
     "hidden_dim": 256,                 # query width D
     "num_heads": 8,

@@ -9,7 +9,8 @@ Data flow (details in docs/architecture.md):
                  anomaly l_k = calibrated(-max over queries)      -> prompts (tapped levels)
     Stage 1: tumour channels = l_k restricted to dilated host organs
     Stage 2: advanced queries -> TumourDecoder(masked by prompts) -> tumour head (+ adapter at
-             full res) + l_k (anomaly injection); zero-shot channels restricted to host organs
+             full res, seen channels only by default) + l_k (anomaly injection); zero-shot
+             channels restricted to host organs
     output channels in dataset.json order; deep supervision: one output per decoder stage.
 """
 from __future__ import annotations
@@ -111,6 +112,10 @@ class ZePTNetwork(nn.Module):
             self.tumour_head = MultiLevelMaskHead(d, self.dec_channels)
             self.adapter = MaskFeatureAdapter(conv_op, self.dec_channels[-1], sw["adapter_channels"], sw["adapter_kernel"])
             self.adapter_head = QueryLevelHead(d, sw["adapter_channels"])
+            gate = torch.ones(self.n_tum)
+            if not sw["zero_shot_adapter"]:
+                gate[self.zero_shot_pos] = 0.0
+            self.register_buffer("adapter_gate", gate, persistent=False)
         if sw["alignment"]:
             self.alignment_head = AlignmentHead(d, text_dim, sw["align_dim"])
         # ---- state ----
@@ -215,7 +220,8 @@ class ZePTNetwork(nn.Module):
                 for k in out_levels:
                     t = self.tumour_head(k, adv, dec[k])
                     if k == self.full:
-                        t = t + self.adapter_head(adv, self.adapter(dec[k]))
+                        a = self.adapter_head(adv, self.adapter(dec[k]))
+                        t = t + a * self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2))
                     if sw["anomaly_injection"]:
                         t = inject_anomaly(t, anomaly[k])
                     if k in regions and self.zero_shot_pos:

@@ -55,6 +55,7 @@ STAGE1_GROUPS: Dict[str, dict] = {
     "bg_none": {"trainer": "nnUNetTrainerZePTStage1", "switches": {"background_queries": "none"}},
     "bg_one": {"trainer": "nnUNetTrainerZePTStage1", "switches": {"background_queries": "one"}},
     "ignore_tumour_voxels": {"trainer": "nnUNetTrainerZePTStage1_ignoreTumourVoxels", "switches": {}},
+    "no_synthetic_lesions": {"trainer": "nnUNetTrainerZePTStage1_noSyntheticLesions", "switches": {}},
 }
 
 # variant -> (Stage 1 group, Stage 2 switches, description); "baseline" is plain nnU-Net.  Run order:
@@ -82,6 +83,10 @@ VARIANTS: Dict[str, dict] = {
                "what": "one catch-all background query"},
     "ignore_tumour_voxels": {"stage1": "ignore_tumour_voxels", "switches": {},
                              "what": "Stage 1 ignores tumour voxels (paper targets)"},
+    "no_synthetic_lesions": {"stage1": "no_synthetic_lesions", "switches": {},
+                             "what": "no generic synthetic lesions in Stage 1"},
+    "zero_shot_adapter": {"stage1": "full", "switches": {"zero_shot_adapter": True},
+                          "what": "Stage 2 adapter term on zero-shot channels too"},
 }
 
 # training length per stage: epochs x iterations (x --scale on the iterations)

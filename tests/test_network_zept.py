@@ -248,3 +248,18 @@ def test_trains_on_a_tiny_synthetic_problem():
         losses.append(float(loss.detach()))
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.6 * first, f"loss did not fall clearly: {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("zero_shot_adapter", [False, True])
+def test_adapter_term_reaches_zero_shot_channels_only_when_switched_on(zero_shot_adapter):
+    net, _, _, _ = _net(ds=False, zero_shot_adapter=zero_shot_adapter, organ_restriction=False)
+    net.set_stage(2)
+    net.eval()
+    out = net(torch.randn(1, 1, *PATCH))
+    adapter = list(net.adapter.parameters()) + list(net.adapter_head.parameters())
+    seen, zero_shot = 1, 3                                # liver_tumour, kidney_cyst (example roles)
+    g_seen = torch.autograd.grad(out[:, seen].sum(), adapter, allow_unused=True, retain_graph=True)
+    g_zs = torch.autograd.grad(out[:, zero_shot].sum(), adapter, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in g_seen)
+    reaches = any(g is not None and g.abs().sum() > 0 for g in g_zs)
+    assert reaches == zero_shot_adapter

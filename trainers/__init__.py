@@ -6,6 +6,7 @@ from nnunetv2_zept.trainers.variants import (
     nnUNetTrainerZePTStage1_100epochs,
     nnUNetTrainerZePTStage1_250epochs,
     nnUNetTrainerZePTStage1_ignoreTumourVoxels,
+    nnUNetTrainerZePTStage1_noSyntheticLesions,
     nnUNetTrainerZePTStage2_100epochs,
     nnUNetTrainerZePTStage2_250epochs,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "nnUNetTrainerZePTStage1_100epochs",
     "nnUNetTrainerZePTStage1_250epochs",
     "nnUNetTrainerZePTStage1_ignoreTumourVoxels",
+    "nnUNetTrainerZePTStage1_noSyntheticLesions",
     "nnUNetTrainerZePTStage2_100epochs",
     "nnUNetTrainerZePTStage2_250epochs",
 ]

@@ -5,6 +5,7 @@ import torch
 
 from nnunetv2_zept.architectures.config import background_names
 from nnunetv2_zept.losses.stage_losses import stage1_loss
+from nnunetv2_zept.training.synthetic_lesions import HUScale, LesionRecipe, add_synthetic_lesions
 from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
 
@@ -15,6 +16,9 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
     host organ, so tumours stay unexplained by the fundamental queries), plus the background
     tissue queries on HU pseudo-labels of voxels no annotated class covers.  Tumour channels of a
     Stage 1 model are the calibrated anomaly map; Stage 2 replaces them.
+    Generic synthetic lesions are pasted into every organ that hosts a tumour type (seen or
+    zero-shot), so that each organ query learns to leave abnormal tissue unexplained, not only the
+    organs whose tumours happen to be annotated (nnunetv2_zept/training/synthetic_lesions.py).
     Partial labels: a (case, channel) pair that the case's source does not annotate has no loss.
     """
 
@@ -23,12 +27,22 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
     INITIAL_LR = 1e-3
     # "negative" (project default) or "ignore" (paper-style: tumour voxels excluded from the organ loss)
     HEALTHY_ORGAN_MODE = "negative"
+    SYNTHETIC_LESIONS = LesionRecipe()
 
     def trained_parameters(self, network) -> List[torch.nn.Parameter]:
         return list(network.stage1_parameters())
 
     def validated_channels(self) -> List[int]:
         return list(self.roles.organs)
+
+    def training_batch(self, data, target):
+        recipe = self.SYNTHETIC_LESIONS
+        # the recipe is in HU: only a CT-normalised first channel can be mapped back to HU
+        if recipe is None or recipe.probability <= 0 or self.configuration_manager.normalization_schemes[0] != "CTNormalization":
+            return data, target
+        scale = HUScale.from_intensity_properties(self.plans_manager.foreground_intensity_properties_per_channel["0"])
+        data, target, _ = add_synthetic_lesions(data, target, self.roles, self.configuration_manager.spacing, scale, recipe)
+        return data, target
 
     def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
         net = unwrap(self.network)

@@ -25,3 +25,10 @@ class nnUNetTrainerZePTStage1_ignoreTumourVoxels(nnUNetTrainerZePTStage1):
     instead of being negatives for it (ablation of DESIGN.md section 10 item 4)."""
 
     HEALTHY_ORGAN_MODE = "ignore"
+
+
+class nnUNetTrainerZePTStage1_noSyntheticLesions(nnUNetTrainerZePTStage1):
+    """Stage 1 without the generic synthetic lesions: only annotated tumours teach the organ queries
+    to leave abnormal tissue unexplained (ablation; the behaviour before 2026-11-29)."""
+
+    SYNTHETIC_LESIONS = None

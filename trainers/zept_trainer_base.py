@@ -142,9 +142,14 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
     def _as_list(x) -> list:
         return list(x) if isinstance(x, (list, tuple)) else [x]
 
+    def training_batch(self, data: torch.Tensor, target: List[torch.Tensor]):
+        """(data, target pyramid) of one training batch as the network sees it; a stage may alter it."""
+        return data, target
+
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         target = [t.to(self.device, non_blocking=True) for t in self._as_list(batch["target"])]
+        data, target = self.training_batch(data, target)
         self.optimizer.zero_grad(set_to_none=True)
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx:
