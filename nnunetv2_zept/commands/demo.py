@@ -3,7 +3,7 @@ import sys
 
 HELP = ("make the synthetic pan-tumour CT dataset, plan and preprocess it, train ZePT Stage 1, Stage 2 and a plain "
         "nnU-Net baseline with the stock nnU-Net commands, predict the held-out cases, evaluate seen and zero-shot "
-        "tumour types and write a report with figures (default: about 13 minutes on 2 idle CPU cores; see "
+        "tumour types and write a report with figures (default: about 14 minutes on 2 idle CPU cores; see "
         "docs/demo.md)")
 
 

@@ -104,7 +104,7 @@ class DemoSettings:
         return json.dumps(self.to_dict(), indent=2)
 
 
-# Sized on the 2-core development CPU (see docs/demo.md): the default fills about 13 of the 20
+# Sized on the 2-core development CPU (see docs/demo.md): the default fills about 14 of the 20
 # minutes the demo may take there.  Stage 1 gets the larger share of the default's ZePT steps
 # (backbone, organ queries and the anomaly calibration all come from it); the longer preset gives
 # Stage 2 as many, because its tumour mask loss is what still falls slowly at the default.
