@@ -4,13 +4,14 @@ import torch
 
 from nnunetv2_zept.roles import ClassRoles
 from nnunetv2_zept.training.healthy_organ_targets import healthy_organ_targets
-from nnunetv2_zept.training.synthetic_lesions import (HUScale, LesionRecipe, add_synthetic_lesions, lesion_hosts,
-                                                      lesion_shape)
+from nnunetv2_zept.training.background_tissue import hu_from_normalised, normalised_from_hu
+from nnunetv2_zept.training.synthetic_lesions import LesionRecipe, add_synthetic_lesions, lesion_hosts, lesion_shape
 
 # channels: 0 liver, 1 spleen, 2 aorta (hosts nothing), 3 liver tumour (seen), 4 splenic cyst (zero-shot)
 ROLES = ClassRoles(names=["liver", "spleen", "aorta", "liver tumour", "splenic cyst"], organs=[0, 1, 2],
                    tumours=[3, 4], hosts={3: [0], 4: [1]}, zero_shot=[4])
-SCALE = HUScale(mean=50.0, std=100.0, lower=-1000.0, upper=1000.0)
+# nnU-Net's foreground intensity properties of the CT channel
+PROPS = {"mean": 50.0, "std": 100.0, "percentile_00_5": -1000.0, "percentile_99_5": 1000.0}
 SPACING = (6.0, 6.0, 6.0)
 
 
@@ -26,7 +27,7 @@ def _batch(b=4, shape=(24, 20, 16)):
     hu[:, 0][t[:, 1] > 0] = 100.0
     hu[:, 0][t[:, 2] > 0] = 200.0
     hu[:, 0][t[:, 3] > 0] = 20.0
-    data = SCALE.from_hu(hu)
+    data = normalised_from_hu(hu, PROPS)
     half = torch.nn.functional.interpolate(t, scale_factor=0.5, mode="nearest")
     return data, [t, half]
 
@@ -38,7 +39,7 @@ def test_hosts_are_organs_with_any_tumour_type_seen_or_zero_shot():
 def test_lesions_stay_in_healthy_host_tissue_and_are_marked_at_every_scale():
     data, targets = _batch()
     g = torch.Generator().manual_seed(0)
-    new_data, new_targets, n = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE,
+    new_data, new_targets, n = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS,
                                                      LesionRecipe(probability=1.0), g)
     assert n >= 4
     changed = (new_data - data).abs()[:, 0] > 1e-6
@@ -59,7 +60,7 @@ def test_lesions_stay_in_healthy_host_tissue_and_are_marked_at_every_scale():
 
 def test_marked_voxels_become_organ_negatives_in_stage1_targets():
     data, targets = _batch()
-    _, new_targets, _ = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE, LesionRecipe(probability=1.0),
+    _, new_targets, _ = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS, LesionRecipe(probability=1.0),
                                               torch.Generator().manual_seed(1))
     healthy, _ = healthy_organ_targets(new_targets[0], ROLES, "negative")
     lesion = new_targets[0][:, 4] > 0
@@ -68,14 +69,14 @@ def test_marked_voxels_become_organ_negatives_in_stage1_targets():
 
 def _lesion_cores(data, targets, recipe, seed, b=8):
     """(organ HU, lesion core HU, lesion voxels, organ voxels) of every pasted lesion of 4+ voxels."""
-    new_data, new_targets, _ = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE, recipe,
+    new_data, new_targets, _ = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS, recipe,
                                                      torch.Generator().manual_seed(seed))
     out = []
     for i in range(b):
         for organ, marker in ((0, 3), (1, 4)):
             m = (new_targets[0][i, marker] > 0) & ~(targets[0][i, marker] > 0)
             if int(m.sum()) >= 4:        # a lesion of a voxel or two is all rim (partial volume)
-                old_hu, new_hu = SCALE.to_hu(data[i, 0][m]), SCALE.to_hu(new_data[i, 0][m])
+                old_hu, new_hu = hu_from_normalised(data[i, 0][m], PROPS), hu_from_normalised(new_data[i, 0][m], PROPS)
                 # at the lesion's core (soft weight 1, no texture) the voxel takes the drawn lesion HU
                 core = (new_hu - old_hu).abs().argmax()
                 out.append((float(old_hu[core]), float(new_hu[core]), int(m.sum()), int((targets[0][i, organ] > 0).sum())))
@@ -95,19 +96,19 @@ def test_lesions_in_parenchyma_are_darker_but_not_below_water_and_capped_in_size
 
 def test_lesions_in_an_aerated_organ_are_fluid_or_soft_tissue():
     data, targets = _batch(b=8)
-    hu = SCALE.to_hu(data)
+    hu = hu_from_normalised(data, PROPS)
     hu[:, 0][targets[0][:, 1] > 0] = -850.0           # make the spleen channel an aerated organ
-    cores = _lesion_cores(SCALE.from_hu(hu), targets, LesionRecipe(probability=1.0, texture_hu=0.0), seed=3)
+    cores = _lesion_cores(normalised_from_hu(hu, PROPS), targets, LesionRecipe(probability=1.0, texture_hu=0.0), seed=3)
     lung = [c for c in cores if c[0] < -800]
     assert lung and all(-10.0 - 1e-3 <= c[1] <= 80.0 + 1e-3 for c in lung)
 
 
 def test_probability_zero_and_no_host_change_nothing():
     data, targets = _batch()
-    d, t, n = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE, LesionRecipe(probability=0.0))
+    d, t, n = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS, LesionRecipe(probability=0.0))
     assert n == 0 and d is data and t is targets
     no_hosts = ClassRoles(names=["liver", "liver tumour"], organs=[0], tumours=[1], hosts={1: []}, zero_shot=[])
-    d, t, n = add_synthetic_lesions(data[:, :, :], [x[:, [0, 3]] for x in targets], no_hosts, SPACING, SCALE,
+    d, t, n = add_synthetic_lesions(data[:, :, :], [x[:, [0, 3]] for x in targets], no_hosts, SPACING, PROPS,
                                     LesionRecipe(probability=1.0))
     assert n == 0
 
@@ -120,8 +121,8 @@ def test_tiny_organ_gets_no_lesion():
 
 def test_same_generator_seed_same_lesions():
     data, targets = _batch()
-    a = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE, LesionRecipe(), torch.Generator().manual_seed(5))
-    b = add_synthetic_lesions(data, targets, ROLES, SPACING, SCALE, LesionRecipe(), torch.Generator().manual_seed(5))
+    a = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS, LesionRecipe(), torch.Generator().manual_seed(5))
+    b = add_synthetic_lesions(data, targets, ROLES, SPACING, PROPS, LesionRecipe(), torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1]))
 
 

@@ -5,7 +5,7 @@ import torch
 
 from nnunetv2_zept.architectures.config import background_names
 from nnunetv2_zept.losses.stage_losses import stage1_loss
-from nnunetv2_zept.training.synthetic_lesions import HUScale, LesionRecipe, add_synthetic_lesions, lesions_active
+from nnunetv2_zept.training.synthetic_lesions import LesionRecipe, add_synthetic_lesions, lesions_active
 from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
 
@@ -41,8 +41,8 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
         if (not lesions_active(recipe, self.current_epoch, self.num_epochs)
                 or self.configuration_manager.normalization_schemes[0] != "CTNormalization"):
             return data, target
-        scale = HUScale.from_intensity_properties(self.plans_manager.foreground_intensity_properties_per_channel["0"])
-        data, target, _ = add_synthetic_lesions(data, target, self.roles, self.configuration_manager.spacing, scale, recipe)
+        data, target, _ = add_synthetic_lesions(data, target, self.roles, self.configuration_manager.spacing,
+                                                self.plans_manager.foreground_intensity_properties_per_channel["0"], recipe)
         return data, target
 
     def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:

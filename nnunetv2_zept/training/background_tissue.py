@@ -19,6 +19,12 @@ def hu_from_normalised(x: torch.Tensor, intensity_properties: Dict) -> torch.Ten
     return x * float(intensity_properties["std"]) + float(intensity_properties["mean"])
 
 
+def normalised_from_hu(hu: torch.Tensor, intensity_properties: Dict) -> torch.Tensor:
+    """nnU-Net's CTNormalization: clip to the percentile window, then (HU - mean) / std."""
+    hu = hu.clamp(float(intensity_properties["percentile_00_5"]), float(intensity_properties["percentile_99_5"]))
+    return (hu - float(intensity_properties["mean"])) / max(float(intensity_properties["std"]), 1e-8)
+
+
 def tissue_pseudo_labels(image: torch.Tensor, unexplained: torch.Tensor, intensity_properties: Dict,
                          tissue_names: Sequence[str]) -> torch.Tensor:
     """image [B, 1, *spatial] (normalised CT), unexplained [B, *spatial] bool (no annotated class)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunetv2_zept.roles import ClassRoles
+from nnunetv2_zept.training.background_tissue import hu_from_normalised, normalised_from_hu
 
 
 @dataclass(frozen=True)
@@ -59,27 +60,6 @@ class LesionRecipe:
             raise ValueError(f"synthetic lesion start_fraction {self.start_fraction} must lie in [0, 1)")
         if self.max_lesions < 1 or self.radius_mm[0] <= 0 or self.radius_mm[1] < self.radius_mm[0]:
             raise ValueError(f"synthetic lesion recipe {self}: need max_lesions >= 1 and 0 < radius_mm[0] <= radius_mm[1]")
-
-
-@dataclass(frozen=True)
-class HUScale:
-    """nnU-Net's CT normalisation of channel 0: clip to [lower, upper] HU, then (x - mean) / std."""
-
-    mean: float
-    std: float
-    lower: float
-    upper: float
-
-    @classmethod
-    def from_intensity_properties(cls, props: Dict) -> "HUScale":
-        return cls(float(props["mean"]), max(float(props["std"]), 1e-6),
-                   float(props["percentile_00_5"]), float(props["percentile_99_5"]))
-
-    def to_hu(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
-
-    def from_hu(self, hu: torch.Tensor) -> torch.Tensor:
-        return (hu.clamp(self.lower, self.upper) - self.mean) / self.std
 
 
 def lesion_hosts(roles: ClassRoles) -> Dict[int, int]:
@@ -130,13 +110,14 @@ def lesion_shape(organ: torch.Tensor, spacing: Sequence[float], recipe: LesionRe
     return hard, soft
 
 
-def paste_lesion(image: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor, scale: HUScale,
+def paste_lesion(image: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor, intensity_properties: Dict,
                  recipe: LesionRecipe, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """image [*s] (normalised) -> image with the lesion: organ voxels moved toward the lesion's HU.
+    """image [*s] (CT-normalised with `intensity_properties`, nnU-Net's foreground statistics of the
+    channel) -> image with the lesion: organ voxels moved toward the lesion's HU.
 
     The organ's own noise stays (the shift is added), so the lesion is not smoother than CT.
     """
-    hu = scale.to_hu(image)
+    hu = hu_from_normalised(image, intensity_properties)
     organ_mean = float(hu[hard].mean())
     if organ_mean < recipe.aerated_organ_hu:
         lo, hi = recipe.aerated_lesion_hu
@@ -146,7 +127,7 @@ def paste_lesion(image: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor, sc
         target = max(organ_mean - (lo + torch.rand(1, generator=generator).item() * (hi - lo)), recipe.fluid_hu)
     texture = recipe.texture_hu * _smooth_noise(image.shape, 6, generator).to(image.device)
     shifted = hu + soft * (target - organ_mean + texture)
-    return torch.where(soft > 0, scale.from_hu(shifted).to(image.dtype), image)
+    return torch.where(soft > 0, normalised_from_hu(shifted, intensity_properties).to(image.dtype), image)
 
 
 def _resize_mask(mask: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -162,11 +143,11 @@ def lesions_active(recipe: Optional[LesionRecipe], epoch: int, num_epochs: int) 
 
 @torch.no_grad()
 def add_synthetic_lesions(data: torch.Tensor, targets: List[torch.Tensor], roles: ClassRoles, spacing: Sequence[float],
-                          scale: HUScale, recipe: LesionRecipe, generator: Optional[torch.Generator] = None
+                          intensity_properties: Dict, recipe: LesionRecipe, generator: Optional[torch.Generator] = None
                           ) -> Tuple[torch.Tensor, List[torch.Tensor], int]:
     """Paste lesions into a training batch.
 
-    data [B, C_in, *s] (channel 0 is the CT), targets: nnU-Net's region-target pyramid
+    data [B, C_in, *s] (channel 0 is the CT, normalised with `intensity_properties`), targets: nnU-Net's region-target pyramid
     ([B, C, *s_k], full resolution first).  Returns (data, targets, number of lesions pasted); the
     inputs are not modified in place.
     """
@@ -192,7 +173,7 @@ def add_synthetic_lesions(data: torch.Tensor, targets: List[torch.Tensor], roles
             if shape is None:
                 continue
             hard, soft = (m.to(data.device) for m in shape)
-            data[b, 0] = paste_lesion(data[b, 0], hard, soft, scale, recipe, generator)
+            data[b, 0] = paste_lesion(data[b, 0], hard, soft, intensity_properties, recipe, generator)
             marker = hosts[organ]
             for t in targets:
                 m = _resize_mask(hard, t.shape[2:]) & (t[b, organ] > 0)
