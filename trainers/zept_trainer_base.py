@@ -118,8 +118,10 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         return None
 
     # ----------------------------------------------------------------------------- loss
-    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
-        """The stage's loss; `parts` (a dict, if given) receives each of its terms for the epoch log."""
+    def compute_loss(self, output: List[torch.Tensor], aux: dict, target: List[torch.Tensor], keys, data,
+                     parts=None) -> torch.Tensor:
+        """The stage's loss on the network's logits pyramid and its aux outputs (ZePTOutput);
+        `parts` (a dict, if given) receives each of its terms for the epoch log."""
         raise NotImplementedError
 
     PART_PREFIX = "loss_part_"
@@ -153,9 +155,9 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         self.optimizer.zero_grad(set_to_none=True)
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx:
-            output = self._as_list(self.network(data))
+            output, aux = self.network(data, with_aux=True)
             parts = {}
-            loss = self.compute_loss(output, target, batch["keys"], data, parts)
+            loss = self.compute_loss(self._as_list(output), aux, target, batch["keys"], data, parts)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -173,10 +175,10 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         target = [t.to(self.device, non_blocking=True) for t in self._as_list(batch["target"])]
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx, torch.no_grad():
-            output = self._as_list(self.network(data))
-            # eval mode gives full resolution only; score it against the full-resolution target
+            output, aux = self.network(data, with_aux=True)
+            output = self._as_list(output)
             parts = {}
-            loss = self.compute_loss(output, target[: len(output)], batch["keys"], data, parts)
+            loss = self.compute_loss(output, aux, target[: len(output)], batch["keys"], data, parts)
         pred = (torch.sigmoid(output[0].float()) > 0.5).long()
         axes = [0] + list(range(2, pred.ndim))
         tp, fp, fn, _ = get_tp_fp_fn_tn(pred, target[0], axes=axes)
