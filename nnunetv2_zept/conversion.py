@@ -78,7 +78,8 @@ def find_raw_dataset(dataset: Union[int, str], raw_root: Path) -> Path:
     return raw_root / hits[0]
 
 
-def _id_in_use(dataset_id: int) -> List[str]:
+def dataset_id_in_use(dataset_id: int) -> List[str]:
+    """Folders of nnUNet_raw/_preprocessed/_results that already use this dataset id."""
     prefix = "Dataset%03d_" % dataset_id
     used = []
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -421,7 +422,7 @@ def convert_dataset(source: Union[int, str], target_id: int, name: Optional[str]
     name = name or (src.name.split("_", 1)[1] + "ZePT")
     folder_name = target_folder_name(target_id, name)
     dst = raw_root / folder_name
-    used = _id_in_use(target_id) + ([f"nnUNet_raw/{folder_name}"] if dst.exists() else [])
+    used = dataset_id_in_use(target_id) + ([f"nnUNet_raw/{folder_name}"] if dst.exists() else [])
     if used:
         raise _fail(f"target dataset id {target_id} is already used ({', '.join(sorted(set(used)))}); "
                     "convert never overwrites a dataset", "choose an unused id with -o")
