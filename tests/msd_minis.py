@@ -13,7 +13,7 @@ conventions (as `nnUNetv2_convert_MSD_dataset` and the public releases write the
 | Dataset011_WORDmini | WORD names: liver, spleen, left_kidney, right_kidney, stomach, pancreas, colon |
 | Dataset012_CTORGmini | CT-ORG names: liver, bladder, lungs, kidneys (both sides), bone, brain |
 
-Cases are small phantoms (8 mm voxels, 45 x 35 x 30), so that nnU-Net plans one patch per case
+Cases are small phantoms (10 mm voxels, 36 x 28 x 24), so that nnU-Net plans one patch per case
 and a CLI training run takes seconds.  The generator has no colon label or colon tumour: the colon
 is its gas/stool-filled bowel frame with the adjacent wall, and a colon cancer is a soft-tissue
 wall thickening painted into it here.
@@ -30,8 +30,8 @@ from scipy import ndimage
 from nnunetv2_zept.synthetic.anatomy import Tissue
 from nnunetv2_zept.synthetic.case import default_label_ids, make_case
 
-SPACING = (8.0, 8.0, 8.0)
-SHAPE = (45, 35, 30)
+SPACING = (10.0, 10.0, 10.0)
+SHAPE = (36, 28, 24)
 TYPES = ["liver_tumour", "kidney_tumour", "kidney_cyst", "pancreas_tumour", "lung_nodule", "liver_metastasis"]
 IDS = default_label_ids(TYPES)
 
@@ -105,24 +105,29 @@ def _task_label(folder: str, case, tumour: np.ndarray) -> np.ndarray:
     return out
 
 
+def task_case(folder: str, i: int, seed: int = 0):
+    """(case id, generator case, CT array with any painted colon cancer, task label array) of case i."""
+    _, pattern, _, plan = TASKS[folder]
+    types = plan[i % len(plan)]
+    rng = np.random.default_rng([seed, sum(map(ord, folder)), i])
+    case = make_case(int(rng.integers(2 ** 31)), SHAPE, SPACING, [t for t in types if t != "colon"], IDS,
+                     min_lesion_diameter_mm=2.5 * SPACING[0])
+    image = case.image.astype(np.float32)
+    tumour = _paint_colon_cancer(image, colon_mask(case.tissue), rng) if "colon" in types else None
+    return pattern.format(i=i), case, image, _task_label(folder, case, tumour)
+
+
 def make_task(raw_root, folder: str, n_cases: int = 3, seed: int = 0) -> Path:
     name, pattern, labels, plan = TASKS[folder]
     out = Path(raw_root) / folder
     for sub in ("imagesTr", "labelsTr"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    task_seed = sum(map(ord, folder))
     for i in range(n_cases):
-        types = plan[i % len(plan)]
-        rng = np.random.default_rng([seed, task_seed, i])
-        case = make_case(int(rng.integers(2 ** 31)), SHAPE, SPACING, [t for t in types if t != "colon"], IDS,
-                         min_lesion_diameter_mm=2.5 * SPACING[0])
-        image = case.image.astype(np.float32)
-        tumour = _paint_colon_cancer(image, colon_mask(case.tissue), rng) if "colon" in types else None
-        cid = pattern.format(i=i)
+        cid, case, image, label = task_case(folder, i, seed)
         img, lab = case.to_sitk()
         ct = sitk.GetImageFromArray(image.astype(np.int16))
         ct.CopyInformation(img)
-        seg = sitk.GetImageFromArray(_task_label(folder, case, tumour))
+        seg = sitk.GetImageFromArray(label)
         seg.CopyInformation(lab)
         sitk.WriteImage(ct, str(out / "imagesTr" / f"{cid}_0000.nii.gz"), True)
         sitk.WriteImage(seg, str(out / "labelsTr" / f"{cid}.nii.gz"), True)
