@@ -297,3 +297,50 @@ def test_cli_error_is_one_line_with_exit_1(bad_env, capsys):
     rc = cli_main(["merge", "-i", "Dataset009_Spleen", "-o", "600", "--name", "X"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("nnunetv2_zept merge: error: output dataset id 600") and "\n" not in err
+
+
+def test_region_based_kits_and_a_zero_shot_type_for_prediction_only(bad_env):
+    # nnU-Net's own KiTS23 conversion: overlapping regions, so its labels are read by id
+    kits = _copy_input(bad_env, "Dataset220_KiTS23", "Dataset221_KiTS2023",
+                       labels={"kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2})
+    dj = json.loads((bad_env / kits / "dataset.json").read_text())
+    dj["overwrite_image_reader_writer"] = "NibabelIOWithReorient"
+    (bad_env / kits / "dataset.json").write_text(json.dumps(dj))
+    plan = build_plan(MergeOptions(["Dataset011_WORDmini", kits], 600, "X", zero_shot=["hepatic metastases"]),
+                      log=lambda s: None)
+    assert plan.sources[1].builtin == "kits"
+    assert {i: r.target for i, r in plan.sources[1].resolution.items()} == {
+        1: "kidney", 2: "kidney_tumour", 3: "kidney_cyst"}
+    dj = plan.dataset_json
+    assert "overwrite_image_reader_writer" not in dj
+    assert dj["zept"]["tumours"]["liver_metastasis"] == {"host": ["liver"], "zero_shot": True}
+    assert set(_ids(dj, "liver_metastasis")) < set(_ids(dj, "liver"))
+    text = describe_plan(plan)
+    assert "liver_metastasis (test cases: none; declared for prediction only)" in text
+    assert "Dataset221_KiTS2023 asks nnU-Net for the image reader NibabelIOWithReorient" in text
+
+
+def test_cases_in_another_orientation_are_written_reoriented(bad_env):
+    # a copy of MSD spleen stored with the x axis flipped (same physical image, "RPS" instead of "LPS")
+    b = _copy_input(bad_env, "Dataset009_Spleen", "Dataset112_SpleenFlipped")
+    for f in list((bad_env / b / "imagesTr").iterdir()) + list((bad_env / b / "labelsTr").iterdir()):
+        f_real = f.resolve()
+        img = sitk.Flip(sitk.ReadImage(str(f_real)), [True, False, False])
+        f.unlink()
+        sitk.WriteImage(img, str(f), True)
+    inputs = ["Dataset003_Liver", b]
+    msg = _expect_error(bad_env, MergeOptions(inputs, 600, "X"), "stored in 2 axis orientations",
+                        "LPS: 3 case(s) of Dataset003_Liver", "RPS: 3 case(s) of Dataset112_SpleenFlipped",
+                        "--orientation LPS")
+    result = write_plan(build_plan(MergeOptions(inputs, 600, "X", orientation="LPS"), log=lambda s: None),
+                        log=lambda s: None)
+    assert result.links == {"hard": 3, "reoriented copy": 3}
+    for i in range(3):
+        _, _, image, task = msd_minis.task_case("Dataset009_Spleen", i)
+        lab = sitk.ReadImage(str(result.folder / "labelsTr" / f"spleen_{i}.nii.gz"))
+        assert lab.GetDirection() == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+        assert np.array_equal(sitk.GetArrayFromImage(lab) > 0, task == 1)
+        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(result.folder / "imagesTr" / f"spleen_{i}_0000.nii.gz")))
+        assert np.array_equal(ct, image.astype(np.int16))
+    with pytest.raises(MergeError, match="not an axis orientation"):
+        build_plan(MergeOptions(inputs, 601, "X", orientation="LPX"), log=lambda s: None)

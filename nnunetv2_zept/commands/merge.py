@@ -40,6 +40,9 @@ def add_arguments(parser):
                         help="prefix every case id with its source name (needed when inputs share case ids)")
     parser.add_argument("--link", choices=("auto", "hard", "symbolic", "copy"), default="auto",
                         help="how images are placed: hard link, else symbolic link, else copy (auto, default)")
+    parser.add_argument("--orientation", default=None, metavar="CODE",
+                        help="write every case in this axis orientation (SimpleITK letters, e.g. LPS); needed when "
+                             "the inputs' cases are stored in different orientations (the others are copied, reoriented)")
     parser.add_argument("-np", type=int, default=1, dest="num_processes",
                         help="worker processes for checking and writing cases (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
@@ -60,7 +63,7 @@ def run(args) -> int:
                                zero_shot=args.zero_shot, mapping_file=args.mapping, hosts=hosts,
                                texts={c: t for c, t in args.text}, zero_shot_voxels=args.zero_shot_voxels,
                                prefix_case_ids=args.prefix_case_ids, link=args.link,
-                               num_processes=args.num_processes)
+                               num_processes=args.num_processes, orientation=args.orientation)
         plan = build_plan(options)
         print(describe_plan(plan))
         if args.dry_run:

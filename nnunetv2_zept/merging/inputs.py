@@ -168,6 +168,7 @@ def _list_cases(folder: Path, dj: dict, ending: str, n_channels: int) -> Tuple[L
 class CaseScan:
     voxels: Dict[int, int] = field(default_factory=dict)    # label id -> voxel count
     error: Optional[str] = None
+    orientation: str = ""          # closest axis orientation, SimpleITK's letters ("LPS" = identity direction)
 
 
 def _geometry(path: Path):
@@ -225,4 +226,5 @@ def scan_case(job: Tuple[str, str, List[str]]) -> CaseScan:
     counts = np.zeros(int(arr.max()) + 1 if arr.size else 1, dtype=np.int64)
     for z in range(0, arr.shape[0], 8):       # slabs: no full-size int64 copy of a large label map
         counts += np.bincount(arr[z:z + 8].ravel().astype(np.int64), minlength=counts.size)
-    return CaseScan(voxels={int(i): int(n) for i, n in enumerate(counts) if n})
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(_geometry(Path(label))[3])
+    return CaseScan(voxels={int(i): int(n) for i, n in enumerate(counts) if n}, orientation=orientation)

@@ -35,6 +35,7 @@ class MergeOptions:
     prefix_case_ids: bool = False
     link: str = "auto"
     num_processes: int = 1
+    orientation: Optional[str] = None   # write every case in this axis orientation (e.g. "LPS")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SourcePlan:
     side_evidence: Dict[int, Tuple[str, str]] = field(default_factory=dict)  # input id -> (family, side)
     notes: List[str] = field(default_factory=list)
     scans: Dict[str, CaseScan] = field(default_factory=dict)
+    reorient: Set[str] = field(default_factory=set)               # input case ids written reoriented
 
 
 @dataclass
@@ -71,6 +73,7 @@ class MergePlan:
     dataset_json: dict
     dropped: Dict[str, List[str]]      # class -> inputs whose labels of it are dropped (test-only organs)
     notes: List[str] = field(default_factory=list)
+    orientations: Dict[str, int] = field(default_factory=dict)   # orientation -> number of input cases
 
     @property
     def training_sources(self) -> List[SourcePlan]:
@@ -115,8 +118,8 @@ def build_plan(options: MergeOptions, raw_root: Optional[Path] = None, scan: boo
 
     sources = _read_sources(options, raw_root)
     mapping = load_mapping_file(options.mapping_file) if options.mapping_file else {}
-    _resolve_labels(sources, mapping)
-    _check_compatible(sources)
+    mapping_notes = _resolve_labels(sources, mapping)
+    mapping_notes += _check_compatible(sources)
 
     # vocabulary: classes each input annotates, sides, zero-shot types, what is dropped
     annotated = {s.name: {r.target for r in s.resolution.values() if r.target} for s in sources}
@@ -169,7 +172,7 @@ def build_plan(options: MergeOptions, raw_root: Optional[Path] = None, scan: boo
         _lookup(s, annotated[s.name], sided_families, sided_tumour, vocab, zero_shot, hosts, ids, options)
     _assign_case_ids(sources, options)
     plan = MergePlan(options, raw_root, folder, sources, channels, kinds, hosts, zero_shot, ids, regions, {},
-                     dropped, notes)
+                     dropped, notes + mapping_notes)
     if scan:
         _scan(plan, log)
     plan.dataset_json = _dataset_json(plan, order)
@@ -188,6 +191,15 @@ def _check_options(o: MergeOptions) -> None:
         raise merge_error(f"--link {o.link!r} is not a mode", f"use one of {LINK_MODES}")
     if o.num_processes < 1:
         raise merge_error(f"-np {o.num_processes} must be at least 1", "pass -np 1 or more")
+    if o.orientation is not None and not _valid_orientation(o.orientation):
+        raise merge_error(f"--orientation {o.orientation!r} is not an axis orientation",
+                          "give three letters, one of L/R, one of A/P, one of S/I, e.g. LPS (SimpleITK's identity "
+                          "direction) or RAS")
+
+
+def _valid_orientation(code: str) -> bool:
+    return (isinstance(code, str) and len(code) == 3 and
+            sorted(next((a for a in ("LR", "AP", "SI") if c in a), "?") for c in code.upper()) == ["AP", "LR", "SI"])
 
 
 def _read_sources(options: MergeOptions, raw_root: Path) -> List[SourcePlan]:
@@ -221,16 +233,17 @@ def _read_sources(options: MergeOptions, raw_root: Path) -> List[SourcePlan]:
     return sources
 
 
-def _resolve_labels(sources: List[SourcePlan], mapping: dict) -> None:
-    entries = {}
+def _resolve_labels(sources: List[SourcePlan], mapping: dict) -> List[str]:
+    """Resolve every input label (raises on problems); returns notes on unused mapping entries."""
+    entries, notes = {}, []
     for key in mapping:
         if key == "*":
             continue
         hits = [s for s in sources if key in _input_keys(s.input, s.name)]
         if not hits:
-            raise merge_error(f"the mapping file has an entry {key!r}, which names none of the inputs "
-                              f"({', '.join(s.input.name for s in sources)})",
-                              "key each entry by an input's folder name, id, name or source name")
+            # one mapping file may serve several merges; a misspelt input key still shows up here
+            notes.append(f"mapping-file entry {key!r} names none of the inputs and is not used")
+            continue
         if len(hits) > 1:
             raise merge_error(f"mapping-file entry {key!r} names several inputs "
                               f"({', '.join(s.input.name for s in hits)})", "use the full folder name")
@@ -263,9 +276,11 @@ def _resolve_labels(sources: List[SourcePlan], mapping: dict) -> None:
             example = ", ".join(f'"{inp}": {{"{name}": "{t}"}}' for inp, t in list(by_input.items())[:2])
             raise merge_error(f"inputs give the label name {name!r} different meanings ({meanings}), read from "
                               "each input's only organ", f"say so explicitly in the mapping file: {{{example}}}")
+    return notes
 
 
-def _check_compatible(sources: List[SourcePlan]) -> None:
+def _check_compatible(sources: List[SourcePlan]) -> List[str]:
+    """Same channels and file format everywhere; returns notes."""
     first = sources[0].input
     for s in sources[1:]:
         inp = s.input
@@ -279,6 +294,11 @@ def _check_compatible(sources: List[SourcePlan]) -> None:
             raise merge_error(f"inputs {first.name} and {inp.name} have different file endings "
                               f"({first.file_ending!r} vs {inp.file_ending!r})",
                               "convert one of them so that all inputs use the same file format")
+    # nnU-Net's own KiTS23 conversion asks for NibabelIOWithReorient because its files store the axes in
+    # another order; the merge brings every case into one orientation instead (see _scan)
+    return [f"{s.input.name} asks nnU-Net for the image reader {s.input.dataset_json['overwrite_image_reader_writer']}"
+            "; the merged dataset reads every case with nnU-Net's default reader, in the one orientation the merge "
+            "checks" for s in sources if s.input.dataset_json.get("overwrite_image_reader_writer")]
 
 
 def _zero_shot_classes(options: MergeOptions, train: Set[str], test: Set[str]) -> List[str]:
@@ -487,6 +507,7 @@ def _scan(plan: MergePlan, log) -> None:
                           + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""),
                           "fix those files (image and label must share size, spacing, origin and direction; "
                           "label ids must be declared), or remove the cases from their input")
+    _orientations(plan)
     zs = set(plan.zero_shot)
     for s in plan.training_sources:
         for i, r in s.resolution.items():
@@ -500,6 +521,29 @@ def _scan(plan: MergePlan, log) -> None:
                     f"list {s.input.name} under --test to hold its cases out, or pass --zero-shot-voxels host "
                     "to relabel those voxels as their host organ")
             s.lut[i] = 0
+
+
+def _orientations(plan: MergePlan) -> None:
+    """One network must see one orientation: ZePT trains without mirroring, so left and right must stay
+    on their side of the array.  Mixed orientations stop the merge unless --orientation says which one
+    every case is written in."""
+    by: Dict[str, Dict[str, int]] = {}
+    for s in plan.sources:
+        for sc in s.scans.values():
+            by.setdefault(sc.orientation, {}).setdefault(s.input.name, 0)
+            by[sc.orientation][s.input.name] += 1
+    plan.orientations = {o: sum(v.values()) for o, v in by.items()}
+    target = plan.options.orientation.upper() if plan.options.orientation else None
+    if target is None and len(by) > 1:
+        shown = "; ".join(f"{o}: {sum(v.values())} case(s) of {', '.join(sorted(v))}" for o, v in sorted(by.items()))
+        common = max(plan.orientations, key=plan.orientations.get)
+        raise merge_error(f"the input cases are stored in {len(by)} axis orientations ({shown}); ZePT trains without "
+                          "mirroring, so every case must reach the network in one orientation",
+                          f"pass --orientation {common} to write the other cases reoriented (lossless copies; "
+                          "the rest stay links)")
+    if target is not None:
+        for s in plan.sources:
+            s.reorient = {c for c, sc in s.scans.items() if sc.orientation != target}
 
 
 def _dataset_json(plan: MergePlan, order: List[int]) -> dict:
@@ -611,6 +655,10 @@ def describe_plan(plan: MergePlan) -> str:
         srcs = [s.name for s in plan.test_sources if c in s.annotates]
         held.append(f"{c} (test cases: {', '.join(srcs) or 'none; declared for prediction only'})")
     lines.append("held out as zero-shot: " + ("; ".join(held) if held else "nothing"))
+    shown = ", ".join(f"{n} {o}" for o, n in sorted(plan.orientations.items()))
+    n_re = sum(len(s.reorient) for s in plan.sources)
+    lines.append(f"orientation of the input cases: {shown}" + (
+        f"; {n_re} case(s) are written reoriented to {plan.options.orientation} (copies, not links)" if n_re else ""))
     if plan.options.zero_shot_voxels == "host":
         lines.append("zero-shot voxels in training inputs: relabelled as their host organ (--zero-shot-voxels host)")
     for c, inputs in plan.dropped.items():

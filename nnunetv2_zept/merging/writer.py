@@ -99,7 +99,12 @@ def write_case(job: dict) -> dict:
 
     links = []
     for src, dst in zip(job["images"], job["image_targets"]):
-        links.append(link_file(Path(src), Path(dst), job["link"]))
+        if job["orientation"]:
+            # a permutation / flip of the voxel grid: lossless, and the physical geometry is unchanged
+            sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(src), job["orientation"]), dst, True)
+            links.append("reoriented copy")
+        else:
+            links.append(link_file(Path(src), Path(dst), job["link"]))
     label = sitk.ReadImage(job["label"])
     arr = sitk.GetArrayFromImage(label)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -120,6 +125,8 @@ def write_case(job: dict) -> dict:
     dtype = np.uint8 if out.max(initial=0) < 256 else np.uint16
     img = sitk.GetImageFromArray(out.astype(dtype))
     img.CopyInformation(label)
+    if job["orientation"]:
+        img = sitk.DICOMOrient(img, job["orientation"])
     sitk.WriteImage(img, job["label_target"], True)
     return {"error": None, "links": links, "split": split}
 
@@ -149,7 +156,8 @@ def write_plan(plan: MergePlan, log: Callable[[str], None] = print) -> MergeResu
                     "lut": {int(k): int(v) for k, v in s.lut.items()},
                     "sided": {int(k): list(v) for k, v in s.sided.items()},
                     "evidence": {int(k): list(v) for k, v in s.side_evidence.items()},
-                    "forbidden": [] if s.test else forbidden_train, "link": o.link})
+                    "forbidden": [] if s.test else forbidden_train, "link": o.link,
+                    "orientation": o.orientation.upper() if case.case_id in s.reorient else None})
         log(f"writing {len(jobs)} case(s) into {dst.name}")
         if o.num_processes > 1 and len(jobs) > 1:
             import multiprocessing
@@ -183,7 +191,8 @@ def provenance(plan: MergePlan) -> dict:
         "tool": "nnunetv2_zept merge",
         "options": {"inputs": [str(i) for i in o.inputs], "test_inputs": [str(i) for i in o.test_inputs],
                     "zero_shot": list(o.zero_shot), "mapping_file": o.mapping_file, "hosts": o.hosts,
-                    "zero_shot_voxels": o.zero_shot_voxels, "prefix_case_ids": o.prefix_case_ids},
+                    "zero_shot_voxels": o.zero_shot_voxels, "prefix_case_ids": o.prefix_case_ids,
+                    "orientation": o.orientation},
         "label_ids": {c: plan.ids[c] for c in plan.channels},
         "sources": [{
             "name": s.name, "input": str(s.input.folder), "test": s.test, "builtin_map": s.builtin,
@@ -192,6 +201,7 @@ def provenance(plan: MergePlan) -> dict:
             "lut": {str(k): v for k, v in sorted(s.lut.items())},
             "split_by_side": {str(k): list(v) for k, v in sorted(s.sided.items())},
             "notes": s.notes,
+            "reoriented_cases": sorted(s.case_ids[c] for c in s.reorient),
             "cases": {new: old for old, new in sorted(s.case_ids.items())},
         } for s in plan.sources],
         "plan": describe_plan(plan).splitlines(),
