@@ -344,3 +344,16 @@ def test_cases_in_another_orientation_are_written_reoriented(bad_env):
         assert np.array_equal(ct, image.astype(np.int16))
     with pytest.raises(MergeError, match="not an axis orientation"):
         build_plan(MergeOptions(inputs, 601, "X", orientation="LPX"), log=lambda s: None)
+
+
+def test_docs_mapping_file_example_is_a_valid_mapping_file(tmp_path):
+    import re
+
+    from nnunetv2_zept.merging.vocabulary import load_mapping_file
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "dataset.md").read_text()
+    blocks = [b for b in re.findall(r"```json\n(.*?)```", doc, re.S) if '"*"' in b]
+    assert len(blocks) == 1
+    (tmp_path / "m.json").write_text(blocks[0])
+    mapping = load_mapping_file(tmp_path / "m.json")
+    assert mapping["Dataset106_MyLungSet"] == "msd_lung" and mapping["Dataset012_CTORG"]["bone"] is None
