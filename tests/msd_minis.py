@@ -19,7 +19,6 @@ is its gas/stool-filled bowel frame with the adjacent wall, and a colon cancer i
 wall thickening painted into it here.
 """
 import json
-import os
 from pathlib import Path
 from typing import Dict, List
 

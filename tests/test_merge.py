@@ -166,7 +166,9 @@ def test_same_command_gives_the_same_dataset_and_never_overwrites(merged, env):
     with pytest.raises(MergeError, match="already used"):
         build_plan(union_options(env, 600), log=lambda s: None)
     assert _tree(first) == snapshot
-    again = write_plan(build_plan(union_options(env, 601), log=lambda s: None), log=lambda s: None).folder
+    # written by two worker processes this time: the same files
+    again = write_plan(build_plan(union_options(env, 601, num_processes=2), log=lambda s: None),
+                       log=lambda s: None).folder
     assert json.loads((again / "dataset.json").read_text()) == merged["dj"]
     for sub in ("labelsTr", "labelsTs"):
         names = sorted(p.name for p in (first / sub).iterdir())
@@ -329,9 +331,9 @@ def test_cases_in_another_orientation_are_written_reoriented(bad_env):
         f.unlink()
         sitk.WriteImage(img, str(f), True)
     inputs = ["Dataset003_Liver", b]
-    msg = _expect_error(bad_env, MergeOptions(inputs, 600, "X"), "stored in 2 axis orientations",
-                        "LPS: 3 case(s) of Dataset003_Liver", "RPS: 3 case(s) of Dataset112_SpleenFlipped",
-                        "--orientation LPS")
+    _expect_error(bad_env, MergeOptions(inputs, 600, "X"), "stored in 2 axis orientations",
+                  "LPS: 3 case(s) of Dataset003_Liver", "RPS: 3 case(s) of Dataset112_SpleenFlipped",
+                  "--orientation LPS")
     result = write_plan(build_plan(MergeOptions(inputs, 600, "X", orientation="LPS"), log=lambda s: None),
                         log=lambda s: None)
     assert result.links == {"hard": 3, "reoriented copy": 3}

@@ -52,13 +52,10 @@ def run(args) -> int:
     from nnunetv2_zept.merging import MergeError, MergeOptions, build_plan, describe_plan, write_plan
     from nnunetv2_zept.roles import ZePTConfigError
 
+    from nnunetv2_zept.commands.convert import host_arguments
+
     try:
-        hosts = {}
-        for h in args.host:
-            if len(h) < 2:
-                raise MergeError(f"--host {' '.join(h)!r} needs a tumour and at least one organ. "
-                                 "Fix: write e.g. --host liver_tumour liver")
-            hosts[h[0]] = h[1:]
+        hosts = host_arguments(args.host, MergeError)
         options = MergeOptions(inputs=args.inputs, target_id=args.o, name=args.name, test_inputs=args.test,
                                zero_shot=args.zero_shot, mapping_file=args.mapping, hosts=hosts,
                                texts={c: t for c, t in args.text}, zero_shot_voxels=args.zero_shot_voxels,

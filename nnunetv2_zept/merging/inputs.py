@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -228,3 +228,13 @@ def scan_case(job: Tuple[str, str, List[str]]) -> CaseScan:
         counts += np.bincount(arr[z:z + 8].ravel().astype(np.int64), minlength=counts.size)
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(_geometry(Path(label))[3])
     return CaseScan(voxels={int(i): int(n) for i, n in enumerate(counts) if n}, orientation=orientation)
+
+
+def run_jobs(function: Callable, jobs: list, num_processes: int, chunksize: int = 2) -> list:
+    """`function` over `jobs`, in a spawn pool when more than one process is asked for."""
+    if num_processes > 1 and len(jobs) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(num_processes) as pool:
+            return pool.map(function, jobs, chunksize=chunksize)
+    return [function(j) for j in jobs]

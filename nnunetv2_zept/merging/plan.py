@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from nnunetv2_zept.conversion import dataset_id_in_use, raw_root_from_env, target_folder_name
-from nnunetv2_zept.merging.inputs import CaseScan, InputDataset, locate_input, read_input, scan_case
+from nnunetv2_zept.merging.inputs import (CaseScan, InputDataset, locate_input, read_input, run_jobs,
+                                          scan_case)
 from nnunetv2_zept.merging.vocabulary import (BUILTIN_MAPS, SIDE_OF, SIDED_FAMILIES, TUMOUR_HOSTS, UNSIDED_OF,
                                               LabelResolution, MergeError, canonical_target, class_kind,
                                               load_mapping_file, merge_error, recognise_builtin,
@@ -486,13 +487,7 @@ def _scan(plan: MergePlan, log) -> None:
             jobs.append((case.case_id, str(case.label), [str(p) for p in case.images]))
             where.append(s)
     log(f"checking geometry and label ids of {len(jobs)} case(s) in {len(plan.sources)} input(s)")
-    if plan.options.num_processes > 1 and len(jobs) > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(plan.options.num_processes) as pool:
-            results = pool.map(scan_case, jobs, chunksize=4)
-    else:
-        results = [scan_case(j) for j in jobs]
+    results = run_jobs(scan_case, jobs, plan.options.num_processes, chunksize=4)
     errors = []
     for (case_id, _, _), s, r in zip(jobs, where, results):
         s.scans[case_id] = r

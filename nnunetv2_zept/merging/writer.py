@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from nnunetv2_zept.conversion import staged_dataset_folder
+from nnunetv2_zept.merging.inputs import run_jobs
 from nnunetv2_zept.merging.plan import MergePlan, describe_plan
 from nnunetv2_zept.merging.vocabulary import merge_error
 
@@ -137,8 +138,7 @@ def write_plan(plan: MergePlan, log: Callable[[str], None] = print) -> MergeResu
     dst = plan.folder
     if dst.exists():
         raise merge_error(f"{dst} exists", "choose an unused id with -o")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=plan.raw_root))
-    try:
+    with staged_dataset_folder(dst, merge_error) as tmp:
         jobs = []
         forbidden_train = sorted(plan.zero_shot_ids())
         for s in plan.sources:
@@ -159,13 +159,7 @@ def write_plan(plan: MergePlan, log: Callable[[str], None] = print) -> MergeResu
                     "forbidden": [] if s.test else forbidden_train, "link": o.link,
                     "orientation": o.orientation.upper() if case.case_id in s.reorient else None})
         log(f"writing {len(jobs)} case(s) into {dst.name}")
-        if o.num_processes > 1 and len(jobs) > 1:
-            import multiprocessing
-
-            with multiprocessing.get_context("spawn").Pool(o.num_processes) as pool:
-                results = pool.map(write_case, jobs, chunksize=2)
-        else:
-            results = [write_case(j) for j in jobs]
+        results = run_jobs(write_case, jobs, o.num_processes)
         errors = [r["error"] for r in results if r["error"]]
         if errors:
             raise merge_error(errors[0], "this is a bug in the merge plan; please report it with the command")
@@ -175,12 +169,6 @@ def write_plan(plan: MergePlan, log: Callable[[str], None] = print) -> MergeResu
                 links[kind] = links.get(kind, 0) + 1
         (tmp / "dataset.json").write_text(json.dumps(plan.dataset_json, indent=2) + "\n")
         (tmp / "merge.json").write_text(json.dumps(provenance(plan), indent=2) + "\n")
-        if dst.exists():
-            raise merge_error(f"{dst} appeared while merging", "choose another id with -o")
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return MergeResult(dst, plan, links, sum(1 for r in results if r.get("split")))
 
 
