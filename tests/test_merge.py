@@ -292,6 +292,12 @@ def test_image_and_label_geometry_disagree(bad_env):
     sitk.WriteImage(img, str(label))
     _expect_error(bad_env, MergeOptions(["Dataset003_Liver", b], 600, "X"), "Dataset111_Shifted, case 'spleen_1'",
                   "disagree: origin")
+    # a truncated label file is named, not a traceback
+    c = _copy_input(bad_env, "Dataset009_Spleen", "Dataset113_Truncated")
+    label = bad_env / c / "labelsTr" / "spleen_2.nii.gz"
+    label.write_bytes(label.read_bytes()[: label.stat().st_size // 2])
+    _expect_error(bad_env, MergeOptions(["Dataset003_Liver", c], 600, "X"), "Dataset113_Truncated, case 'spleen_2'",
+                  "cannot read")
 
 
 def test_cli_error_is_one_line_with_exit_1(bad_env, capsys):

@@ -6,8 +6,8 @@ HELP = ("merge nnU-Net raw datasets (MSD tasks, KiTS, multi-organ sets) into one
         "NEW DatasetNNN_Name in nnUNet_raw, inputs are never changed")
 
 EPILOG = """example (the paper's MSD zero-shot protocol, docs/recipes/msd-zero-shot.md):
-  nnunetv2_zept merge -i 3 9 220 11 12 6 7 8 10 --test 6 7 8 10 -o 600 --name ZePTUnion \\
-      --mapping mapping.json --dry-run
+  nnunetv2_zept merge -i 3 9 220 140 141 142 6 7 8 10 --test 6 7 8 10 -o 600 --name ZePTMSDZeroShot \\
+      --mapping mapping.json --prefix-case-ids --dry-run
 Inputs are dataset ids or names in nnUNet_raw, or dataset folder paths. See docs/dataset.md (merging)."""
 
 

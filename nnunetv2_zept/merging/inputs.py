@@ -215,7 +215,10 @@ def scan_case(job: Tuple[str, str, List[str]]) -> CaseScan:
     problem = geometry_problem(Path(label), [Path(i) for i in images])
     if problem:
         return CaseScan(error=problem)
-    arr = sitk.GetArrayFromImage(sitk.ReadImage(label))
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(label))
+    except RuntimeError as e:
+        return CaseScan(error=f"cannot read {label}: {str(e).strip().splitlines()[-1]}")
     if not np.issubdtype(arr.dtype, np.integer):
         rounded = np.rint(arr)
         if not np.array_equal(rounded, arr):
