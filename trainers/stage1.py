@@ -24,7 +24,6 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
 
     STAGE = 1
     DEFAULT_EPOCHS = 1000
-    INITIAL_LR = 1e-3
     # "negative" (project default) or "ignore" (paper-style: tumour voxels excluded from the organ loss)
     HEALTHY_ORGAN_MODE = "negative"
     SYNTHETIC_LESIONS = LesionRecipe()

@@ -23,7 +23,6 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
 
     STAGE = 2
     DEFAULT_EPOCHS = 500
-    INITIAL_LR = 1e-3
     ALIGNMENT_WEIGHT = 1.0
 
     def trained_parameters(self, network) -> List[torch.nn.Parameter]:

@@ -20,6 +20,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
+from nnunetv2_zept.training.lr_schedule import ADAMW_LR, ADAMW_WEIGHT_DECAY, WARMUP_FRACTION, adamw_warmup_cosine
 from nnunetv2_zept.training.present_classes import present_channels
 from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
 
@@ -39,9 +40,9 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
 
     STAGE = 0
     DEFAULT_EPOCHS = 1000
-    INITIAL_LR = 1e-3
-    WEIGHT_DECAY = 1e-4
-    WARMUP_FRACTION = 0.05
+    INITIAL_LR = ADAMW_LR
+    WEIGHT_DECAY = ADAMW_WEIGHT_DECAY
+    WARMUP_FRACTION = WARMUP_FRACTION
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -96,8 +97,6 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         raise NotImplementedError
 
     def configure_optimizers(self):
-        from nnunetv2_zept.training.lr_schedule import WarmupCosineLR
-
         net = unwrap(self.network)
         net.set_text_embeddings(torch.as_tensor(self.text_embeddings.embeddings, dtype=torch.float32))
         net.set_stage(self.STAGE)
@@ -108,9 +107,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         n_frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
         self.print_to_log_file(f"ZePT stage {self.STAGE}: training {sum(p.numel() for p in params):,} parameters, "
                                f"{n_frozen:,} frozen")
-        optimizer = torch.optim.AdamW(params, lr=self.initial_lr, weight_decay=self.weight_decay)
-        warmup = int(round(self.WARMUP_FRACTION * self.num_epochs))
-        return optimizer, WarmupCosineLR(optimizer, self.num_epochs, warmup)
+        return adamw_warmup_cosine(params, self.num_epochs, self.initial_lr, self.weight_decay, self.WARMUP_FRACTION)
 
     def _build_loss(self):
         # the loss needs the case keys (partial labels) and the input (tissue pseudo-labels), which
