@@ -44,7 +44,9 @@ DEFAULT_SWITCHES = {
     "max_tokens_per_level": 40000,     # finest tapped level at most this many voxels at the plan's patch
     "min_level_downsampling": 4,       # ... and at most 1/4**dim of the patch's voxels
     "prompt_threshold": 0.5,
-    "organ_dilation_voxels": 3,        # full-resolution half-width of the organ-region dilation
+    # growth of the predicted host organs (cavities filled) that bounds prompts and zero-shot channels;
+    # in mm so that a plan at 0.7 mm and one at 6 mm reach the same tissue (at least one voxel per axis)
+    "organ_growth_mm": 10.0,
     "adapter_channels": 16,
     "adapter_kernel": 3,
     "tumour_decoder_order": "fine_to_coarse",
@@ -86,6 +88,10 @@ def resolve_switches(switches: dict | None) -> dict:
             raise ZePTConfigError(f"zept_config['switches']['{k}'] = {v!r}: must be a non-negative integer")
     if out["hidden_dim"] % out["num_heads"]:
         raise ZePTConfigError(f"hidden_dim {out['hidden_dim']} is not divisible by num_heads {out['num_heads']}")
+    if isinstance(out["organ_growth_mm"], bool) or not isinstance(out["organ_growth_mm"], (int, float)) \
+            or not 0.0 <= float(out["organ_growth_mm"]) <= 100.0:
+        raise ZePTConfigError(f"zept_config['switches']['organ_growth_mm'] = {out['organ_growth_mm']!r}: must be a "
+                              f"number of mm in [0, 100]")
     if not 0.0 < float(out["prompt_threshold"]) < 1.0:
         raise ZePTConfigError(f"prompt_threshold {out['prompt_threshold']!r} must lie in (0, 1)")
     return out

@@ -90,20 +90,44 @@ def dilate(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
     return x > 0.5
 
 
-def level_radius(radius_full_res: int, stride: Sequence[int]) -> Tuple[int, ...]:
-    """Dilation half-width per axis at a level of cumulative `stride` (at least one voxel)."""
-    return tuple(max(1, int(math.ceil(radius_full_res / s))) if radius_full_res > 0 else 0 for s in stride)
+def level_radius(growth_mm: float, spacing: Sequence[float], stride: Sequence[int]) -> Tuple[int, ...]:
+    """Half-width per axis, in voxels of a level of cumulative `stride` on a grid of `spacing` mm,
+    of a growth by `growth_mm` (at least one voxel per axis when growth_mm > 0)."""
+    if growth_mm <= 0:
+        return tuple(0 for _ in stride)
+    return tuple(max(1, int(math.ceil(growth_mm / (float(sp) * s) - 1e-6))) for sp, s in zip(spacing, stride))
+
+
+def fill_cavities(mask: torch.Tensor) -> torch.Tensor:
+    """bool [B, C, *s] -> the same masks with their cavities filled (per sample and channel).
+
+    Stage 1 teaches organ channels to leave tumours out, so a lesion inside an organ is a hole in
+    the predicted organ; without filling, a region built from the organ prediction would cut the
+    lesion's core out.  Connected-component labelling on the CPU (SciPy): the masks are small next
+    to the network's feature maps, and no GPU kernel of the same exactness is at hand."""
+    from nnunetv2_zept.binary_masks import fill_holes
+
+    if not mask.any():
+        return mask
+    arr = mask.detach().cpu().numpy()
+    out = arr.copy()
+    for b in range(arr.shape[0]):
+        for c in range(arr.shape[1]):
+            if arr[b, c].any():
+                out[b, c] = fill_holes(arr[b, c])
+    return torch.from_numpy(out).to(mask.device)
 
 
 @torch.no_grad()
 def host_regions(organ_logits: torch.Tensor, host_sets: List[List[int]], radius: Sequence[int]) -> torch.Tensor:
-    """organ_logits [B, N_org, *s] -> bool [B, len(host_sets), *s]: dilated predicted union of each host set.
+    """organ_logits [B, N_org, *s] -> bool [B, len(host_sets), *s]: the predicted union of each host
+    set with its cavities filled, dilated by `radius` voxels per axis.
 
     host_sets index into the organ axis of organ_logits.
     """
     present = organ_logits.detach() > 0
-    regions = [present[:, hs].any(dim=1) for hs in host_sets]
-    return dilate(torch.stack(regions, dim=1), radius)
+    regions = torch.stack([present[:, hs].any(dim=1) for hs in host_sets], dim=1)
+    return dilate(fill_cavities(regions), radius)
 
 
 @torch.no_grad()

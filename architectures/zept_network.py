@@ -59,7 +59,10 @@ def select_levels(level_shapes: List[tuple], max_levels: int, max_tokens: int, m
 class ZePTNetwork(nn.Module):
     """forward(x [B, C_in, *patch]) -> logits [B, C_out, *patch] (or a deep-supervision list)."""
 
-    def __init__(self, unet: nn.Module, patch_size, num_output_channels: int, zept_config: dict):
+    def __init__(self, unet: nn.Module, patch_size, num_output_channels: int, zept_config: dict,
+                 spacing=None):
+        """spacing: the plan's voxel spacing in mm, in patch axis order (organ-region growth is in mm);
+        None means 1 mm."""
         super().__init__()
         roles, text_dim, sw, names = resolve_config(zept_config)
         if roles.num_channels != num_output_channels:
@@ -69,6 +72,9 @@ class ZePTNetwork(nn.Module):
         self.zept_config = {"roles": roles.to_dict(), "text_dim": text_dim, "switches": sw, "query_classes": names}
         self.switches = sw
         self.roles = roles
+        self.spacing = tuple(float(v) for v in (spacing if spacing is not None else [1.0] * len(patch_size)))
+        if len(self.spacing) != len(patch_size):
+            raise ZePTConfigError(f"spacing {self.spacing} does not match the {len(patch_size)}D patch {tuple(patch_size)}")
         self.encoder, self.decoder = take_encoder_decoder(unet)
         n_stages = len(self.encoder.output_channels)
         if n_stages < 3:
@@ -274,7 +280,7 @@ class ZePTNetwork(nn.Module):
             return {}
         which = sorted(which)
         unique = sorted({tuple(self._region_sets[i]) for i in which})
-        r = level_radius(self.switches["organ_dilation_voxels"], self.dec_strides[level])
+        r = level_radius(float(self.switches["organ_growth_mm"]), self.spacing, self.dec_strides[level])
         masks = host_regions(organ_logits, [list(u) for u in unique], r)
         col = {u: j for j, u in enumerate(unique)}
         return {i: masks[:, col[tuple(self._region_sets[i])]].unsqueeze(1) for i in which}
@@ -321,4 +327,5 @@ def build_zept_network(plans_manager, configuration_manager, num_input_channels:
     """The ZePT network on the plan's U-Net (signature of the network contract)."""
     del plans_manager  # the configuration manager carries everything the network needs
     unet = build_planned_unet(configuration_manager, num_input_channels, num_output_channels, enable_deep_supervision)
-    return ZePTNetwork(unet, configuration_manager.patch_size, num_output_channels, zept_config)
+    return ZePTNetwork(unet, configuration_manager.patch_size, num_output_channels, zept_config,
+                       configuration_manager.spacing)

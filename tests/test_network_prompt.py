@@ -3,8 +3,8 @@ import torch
 
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config
 from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
-from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, host_regions,
-                                                     level_radius, prompt_mask)
+from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, fill_cavities,
+                                                     host_regions, level_radius, prompt_mask)
 
 
 def _phantom_logits(shape=(24, 24, 24)):
@@ -96,7 +96,9 @@ def test_dilation_and_host_regions():
     m[0, 0, 4, 4, 4] = True
     d = dilate(m, (1, 2, 0))
     assert d.sum() == 3 * 5 * 1 and d[0, 0, 3:6, 2:7, 4].all()
-    assert level_radius(3, (1, 2, 8)) == (3, 2, 1)
+    assert level_radius(3, (1, 1, 1), (1, 2, 8)) == (3, 2, 1)
+    assert level_radius(10, (0.8, 0.8, 2.5), (1, 1, 1)) == (13, 13, 4)
+    assert level_radius(10, (6, 6, 6), (1, 2, 4)) == (2, 1, 1) and level_radius(0, (1, 1, 1), (1, 1, 1)) == (0, 0, 0)
     organ_logits = torch.full((1, 2, 9, 9, 9), -5.0)
     organ_logits[0, 1, 4, 4, 4] = 5.0
     reg = host_regions(organ_logits, [[0], [1], [0, 1]], (1, 1, 1))
@@ -117,3 +119,36 @@ def test_network_prompt_masks_are_detached_bool_and_never_fully_blocked():
             n *= p // s
         assert m.dtype == torch.bool and not m.requires_grad and m.shape == (2, n)
         assert not m.all(dim=1).any()
+
+
+def test_zero_shot_channel_keeps_the_core_of_a_large_lesion_at_fine_spacing():
+    """Stage 1 teaches organs to leave tumours out, so a large unseen lesion is a cavity in the
+    predicted host organ.  The zero-shot channel must stay open over the whole cavity (filled
+    holes), and the region's growth is in mm (here 0.8 mm voxels)."""
+    pm, cm = managers(make_plans((48, 48, 48), (0.8, 0.8, 0.8), base_features=8))
+    roles = example_roles()       # channels: liver, liver_tumour, kidney, kidney_cyst (zero-shot, in kidney), spleen
+    net = build_zept_network(pm, cm, 1, roles.num_channels, False,
+                             default_zept_config(roles, 16, hidden_dim=32, num_heads=4, min_level_downsampling=2))
+    net.set_stage(2)
+    net.eval()
+    zz, yy, xx = torch.meshgrid(*[torch.arange(48, dtype=torch.float32)] * 3, indexing="ij")
+    r = ((zz - 24) ** 2 + (yy - 24) ** 2 + (xx - 24) ** 2).sqrt()
+    kidney = (r < 20) & (r >= 12)            # the organ prediction with a lesion of radius 12 voxels left out
+
+    def organ_logits(module, args, out):
+        out = out.clone()
+        out[:] = -10.0
+        out[:, 1] = torch.where(kidney, 10.0, -10.0)                # organ query order: liver, kidney, spleen
+        return out
+
+    net.fundamental_head.levels[net.full].register_forward_hook(organ_logits)
+    with torch.no_grad():
+        y = net(torch.randn(1, 1, 48, 48, 48))
+    zero_shot = y[0, 3]
+    assert (zero_shot[r < 12] > -30).all(), "the lesion core is cut out of the zero-shot channel"
+    growth = level_radius(10.0, (0.8, 0.8, 0.8), (1, 1, 1))[0]          # 13 voxels
+    assert (zero_shot[r < 20 + growth - 1] > -30).all()
+    assert (zero_shot[r > 20 + growth * 3 ** 0.5 + 1] == -30).all()     # box growth, nothing beyond it
+    # the cavity filling itself
+    filled = fill_cavities(kidney[None, None])[0, 0]
+    assert filled[r < 12].all() and not filled[r >= 20].any()

@@ -1,0 +1,103 @@
+"""A tumour-agnostic zero-shot score for the plain nnU-Net baselines.
+
+A baseline has one sigmoid channel per class like ZePT, but its zero-shot tumour channels were
+trained on negatives only (those types never occur in training labels), so their probabilities
+say nothing.  The fairest zero-shot reading of a plain network is "anything that looks like a
+tumour it knows": per voxel, the highest probability over its seen tumour channels.  This module
+writes a copy of a prediction folder in which every zero-shot channel holds that score; the
+evaluation's host-organ restriction then turns it into a per-type score (liver metastasis =
+tumour-like voxels in or near the liver, and so on).
+
+The label maps are repainted the way nnU-Net exports region predictions: every channel's voxels
+with probability > 0.5 get its label, in `regions_class_order`, later regions over earlier ones,
+so a zero-shot type's label covers the tumour-like voxels inside its predicted host organ and its
+DSC is measured exactly as ZePT's is.  The prediction folder itself is never changed.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+PROBABILITY_KEY = "probabilities"
+
+
+def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_json: dict) -> int:
+    """Copy `prediction_folder` (nnUNetv2_predict --save_probabilities output of a region model of
+    `dataset_json`) to `output_folder` with every zero-shot channel of each `<case>.npz` replaced by
+    the voxel-wise maximum of the seen tumour channels (the evaluation restricts it to the predicted
+    host organs of each type).  Returns the number of cases written.  `output_folder` is written
+    completely or not at all (a `.partial` folder renamed at the end)."""
+    import SimpleITK as sitk
+
+    from nnunetv2_zept.roles import roles_from_dataset_json
+
+    prediction_folder, output_folder = Path(prediction_folder), Path(output_folder)
+    roles = roles_from_dataset_json(dataset_json)
+    if not roles.seen_tumours:
+        raise ValueError("the tumour-agnostic score needs at least one seen tumour channel")
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    order = _paint_order(dataset_json)
+    tmp = output_folder.with_name(output_folder.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    n = 0
+    for npz in sorted(prediction_folder.glob("*.npz")):
+        case = npz.name[: -len(".npz")]
+        label_file = prediction_folder / (case + ending)
+        if not label_file.is_file():
+            shutil.rmtree(tmp)
+            raise FileNotFoundError(f"{npz} has no label map {label_file.name} beside it; is {prediction_folder} "
+                                    "an nnUNetv2_predict output folder?")
+        with np.load(npz, allow_pickle=False) as f:
+            if PROBABILITY_KEY not in f:
+                shutil.rmtree(tmp)
+                raise KeyError(f"{npz} holds no {PROBABILITY_KEY!r} array (keys: {list(f.keys())})")
+            probs = np.array(f[PROBABILITY_KEY])
+        if probs.ndim != 4 or probs.shape[0] != roles.num_channels:
+            shutil.rmtree(tmp)
+            raise ValueError(f"{npz}: probabilities of shape {probs.shape}, expected {roles.num_channels} channels")
+        agnostic = probs[list(roles.seen_tumours)].max(axis=0)
+        for c in roles.zero_shot:
+            probs[c] = agnostic
+        np.savez_compressed(tmp / npz.name, **{PROBABILITY_KEY: probs})
+        image = sitk.ReadImage(str(label_file))
+        seg = paint_regions(probs, order, sitk.GetArrayFromImage(image).dtype)
+        if seg.shape != sitk.GetArrayFromImage(image).shape:
+            shutil.rmtree(tmp)
+            raise ValueError(f"{npz}: probabilities of spatial shape {seg.shape} do not match {label_file.name}")
+        out = sitk.GetImageFromArray(seg)
+        out.CopyInformation(image)
+        sitk.WriteImage(out, str(tmp / label_file.name), True)
+        for extra in (prediction_folder / (case + ".pkl"),):
+            if extra.is_file():
+                shutil.copy2(extra, tmp / extra.name)
+        n += 1
+    if n == 0:
+        shutil.rmtree(tmp)
+        raise FileNotFoundError(f"no <case>.npz files in {prediction_folder}; predict with --save_probabilities")
+    if output_folder.exists():
+        shutil.rmtree(output_folder)
+    tmp.rename(output_folder)
+    return n
+
+
+def _paint_order(dataset_json: dict) -> Sequence[tuple]:
+    """(channel, label value) in the order nnU-Net paints region channels into a label map."""
+    names = [n for n in dataset_json["labels"] if n not in ("background", "ignore")]
+    order = dataset_json.get("regions_class_order")
+    if order is None:
+        order = [v if isinstance(v, int) else v[0] for v in (dataset_json["labels"][n] for n in names)]
+    return list(enumerate(int(v) for v in order))
+
+
+def paint_regions(probs: np.ndarray, order: Sequence[tuple], dtype=np.uint8) -> np.ndarray:
+    """Label map of region probabilities [C, *s]: channel c's voxels with p > 0.5 get its label,
+    in the given order (later channels over earlier ones), as nnU-Net's region export does."""
+    seg = np.zeros(probs.shape[1:], dtype=dtype)
+    for c, value in order:
+        seg[probs[c] > 0.5] = value
+    return seg
