@@ -66,6 +66,7 @@ setup(
         "nnunetv2_zept.commands",
         "nnunetv2_zept.training",
         "nnunetv2_zept.demo",
+        "nnunetv2_zept.experiments",
         "nnunetv2_zept.knowledge",
         "nnunetv2_zept.losses",
         "nnunetv2_zept.evaluation",

@@ -31,7 +31,6 @@ import contextlib
 import inspect
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -173,8 +172,7 @@ def child(trainer_name: str, results: str, warmup: int, steps: int, threads: int
 # ------------------------------------------------------------------------------------ driver
 def prepare(work: Path) -> Dict[str, str]:
     """The default demo's dataset (same generator settings, plans and U-Net width) under `work`."""
-    from nnunetv2_zept.demo import nnunet_steps
-    from nnunetv2_zept.demo.pipeline import _ensure_knowledge_texts
+    from nnunetv2_zept.experiments import nnunet_runs as nnunet_steps
     from nnunetv2_zept.demo.settings import demo_settings
     from nnunetv2_zept.synthetic import make_synthetic_dataset
 
@@ -186,7 +184,6 @@ def prepare(work: Path) -> Dict[str, str]:
         raw = make_synthetic_dataset(env["nnUNet_raw"], dataset_id=DATASET_ID, name="ZePTStepProfile", preset="demo",
                                      num_train=s.num_train, num_test=6, seed=s.seed, shape=s.shape,
                                      spacing=(s.spacing_mm,) * 3, min_lesion_diameter_mm=s.min_lesion_mm)
-        _ensure_knowledge_texts(raw)
         nnunet_steps.plan_and_preprocess(DATASET_ID, env, work / "plan.log")
         if s.unet_features is not None:
             nnunet_steps.set_unet_features(pre / raw.name, s.unet_features)

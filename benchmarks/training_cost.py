@@ -276,13 +276,7 @@ def prepare(work: Path, prof: dict, device: str) -> Path:
                                num_train=8, num_test=prof["num_test"], tumour_free_fraction=0.0,
                                shape=prof["shape"], spacing=prof["spacing"],
                                num_processes=min(8, os.cpu_count() or 1) if prof["shape"] else 1)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_data import add_missing_texts
-
-    add_missing_texts(raw / "dataset.json")
     pre = work / "preprocessed" / raw.name
-    if (pre / "dataset.json").is_file():
-        add_missing_texts(pre / "dataset.json")
     if not (pre / "nnUNetPlans_3d_fullres").is_dir():
         log("planning and preprocessing")
         env = _env(work, device, 1)   # nnUNet_n_proc_DA=0 crashes the planner

@@ -13,7 +13,6 @@ import pytest
 from conftest import BIN, FAST_ENV
 
 from nnunetv2_zept.demo import demo_settings
-from nnunetv2_zept.demo.baseline_scores import tumour_agnostic_copy
 from nnunetv2_zept.demo.pipeline import MARKER, DemoError, prepare_output
 
 
@@ -165,22 +164,3 @@ def test_cli_flags_map_onto_settings():
     assert cmd.settings_from_args(p.parse_args(["--longer"])).preset == "longer"
     with pytest.raises(SystemExit):
         p.parse_args(["--quick", "--longer"])
-
-
-def test_tumour_agnostic_copy(tmp_path):
-    src, dst = tmp_path / "pred", tmp_path / "agnostic"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    probs = rng.random((5, 3, 4, 4)).astype(np.float32)   # channels: organ, seen A, seen B, zero-shot X, Y
-    np.savez_compressed(src / "c1.npz", probabilities=probs)
-    (src / "c1.nii.gz").write_bytes(b"label map")
-    assert tumour_agnostic_copy(src, dst, [1, 2], [3, 4]) == 1
-    out = np.load(dst / "c1.npz")["probabilities"]
-    np.testing.assert_array_equal(out[3], np.maximum(probs[1], probs[2]))
-    np.testing.assert_array_equal(out[4], np.maximum(probs[1], probs[2]))
-    np.testing.assert_array_equal(out[:3], probs[:3])
-    assert (dst / "c1.nii.gz").read_bytes() == b"label map"
-    np.testing.assert_array_equal(np.load(src / "c1.npz")["probabilities"], probs)   # source untouched
-    (src / "c2.npz").write_bytes((src / "c1.npz").read_bytes())
-    with pytest.raises(FileNotFoundError, match="c2.nii.gz"):
-        tumour_agnostic_copy(src, tmp_path / "x", [1, 2], [3, 4])

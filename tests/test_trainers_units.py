@@ -244,3 +244,22 @@ def test_stage_losses_report_their_terms():
     assert set(parts) == {"organ", "background_tissue"}
     assert torch.isclose(total, parts["organ"] + 0.1 * parts["background_tissue"])
     assert not any(p.requires_grad for p in parts.values())
+
+
+def test_every_variant_is_a_trainer_class_with_valid_consistent_switches():
+    import nnunetv2_zept.trainers as trainers
+    from nnunetv2_zept.architectures.config import resolve_switches
+    from nnunetv2_zept.training.stage1_checkpoint import stage1_trainer_name
+
+    structural = ("grouping", "disentangled", "background_queries", "anomaly_calibration")
+    names = [n for n in trainers.__all__ if n.startswith("nnUNetTrainerZePTStage2_")]
+    assert len(names) >= 10
+    for name in names:
+        s2 = getattr(trainers, name)
+        resolve_switches(s2.SWITCHES)
+        s1 = getattr(trainers, stage1_trainer_name(name), trainers.nnUNetTrainerZePTStage1)
+        # the Stage 1 a variant starts from builds the same network where Stage 1 shapes it
+        for k in structural:
+            assert s2.SWITCHES.get(k) == s1.SWITCHES.get(k), (name, k)
+    for name in trainers.__all__:
+        assert getattr(trainers, name).__name__ == name

@@ -1,9 +1,19 @@
-"""Shorter schedules, in nnU-Net's naming style.  A Stage 2 variant starts from the Stage 1
-variant with the same suffix when one was trained, else from nnUNetTrainerZePTStage1."""
+"""Trainer variants in nnU-Net's style: one class per change, its name saying the change, so that the
+results folder (`<Trainer>__<Plans>__<configuration>`) identifies the model.
+
+A Stage 2 variant starts from the Stage 1 variant with the same suffix when one was trained, else
+from nnUNetTrainerZePTStage1 (training/stage1_checkpoint.py).  Variants that change the network
+built in Stage 1 (grouping, query sets, calibration) exist in both stages with the same switches;
+variants that change only what Stage 1 trains on (its targets, its synthetic lesions) have a
+Stage 2 twin without switches, so that each gets its own Stage 2 folder; Stage-2-only variants
+share the default Stage 1.  The effective switches are written to each fold's training log and
+stored in the plans of the results folder (and so in every checkpoint).
+"""
 from nnunetv2_zept.trainers.stage1 import nnUNetTrainerZePTStage1
 from nnunetv2_zept.trainers.stage2 import nnUNetTrainerZePTStage2
 
 
+# ------------------------------------------------------------------ shorter schedules
 class nnUNetTrainerZePTStage1_100epochs(nnUNetTrainerZePTStage1):
     DEFAULT_EPOCHS = 100
 
@@ -20,15 +30,94 @@ class nnUNetTrainerZePTStage2_250epochs(nnUNetTrainerZePTStage2):
     DEFAULT_EPOCHS = 250
 
 
+# ------------------------------------------------------------------ network variants (both stages)
+class nnUNetTrainerZePTStage1_noGrouping(nnUNetTrainerZePTStage1):
+    """Plain cross-attention instead of object-aware grouping of the fundamental queries."""
+    SWITCHES = {"grouping": False}
+
+
+class nnUNetTrainerZePTStage2_noGrouping(nnUNetTrainerZePTStage2):
+    SWITCHES = nnUNetTrainerZePTStage1_noGrouping.SWITCHES
+
+
+class nnUNetTrainerZePTStage1_sharedQueries(nnUNetTrainerZePTStage1):
+    """One query set: tumour queries are fundamental queries too (paper's disentangling switched off)."""
+    SWITCHES = {"disentangled": False}
+
+
+class nnUNetTrainerZePTStage2_sharedQueries(nnUNetTrainerZePTStage2):
+    SWITCHES = nnUNetTrainerZePTStage1_sharedQueries.SWITCHES
+
+
+class nnUNetTrainerZePTStage1_noBackgroundQueries(nnUNetTrainerZePTStage1):
+    """No background tissue queries (the paper's query set): fat, muscle and bone are 'anomalous'."""
+    SWITCHES = {"background_queries": "none"}
+
+
+class nnUNetTrainerZePTStage2_noBackgroundQueries(nnUNetTrainerZePTStage2):
+    SWITCHES = nnUNetTrainerZePTStage1_noBackgroundQueries.SWITCHES
+
+
+class nnUNetTrainerZePTStage1_oneBackgroundQuery(nnUNetTrainerZePTStage1):
+    """One catch-all background query instead of one per tissue class."""
+    SWITCHES = {"background_queries": "one"}
+
+
+class nnUNetTrainerZePTStage2_oneBackgroundQuery(nnUNetTrainerZePTStage2):
+    SWITCHES = nnUNetTrainerZePTStage1_oneBackgroundQuery.SWITCHES
+
+
+class nnUNetTrainerZePTStage1_minmaxAnomaly(nnUNetTrainerZePTStage1):
+    """Per-patch min-max normalised anomaly (the paper) instead of the calibrated absolute score."""
+    SWITCHES = {"anomaly_calibration": "minmax"}
+
+
+class nnUNetTrainerZePTStage2_minmaxAnomaly(nnUNetTrainerZePTStage2):
+    SWITCHES = nnUNetTrainerZePTStage1_minmaxAnomaly.SWITCHES
+
+
+# ------------------------------------------------------------------ Stage 1 training variants
 class nnUNetTrainerZePTStage1_ignoreTumourVoxels(nnUNetTrainerZePTStage1):
     """Paper-style Stage 1 targets: tumour voxels are excluded from their host organ's loss
-    instead of being negatives for it (ablation of DESIGN.md section 10 item 4)."""
-
+    instead of being negatives for it."""
     HEALTHY_ORGAN_MODE = "ignore"
 
 
-class nnUNetTrainerZePTStage1_noSyntheticLesions(nnUNetTrainerZePTStage1):
-    """Stage 1 without the generic synthetic lesions: only annotated tumours teach the organ queries
-    to leave abnormal tissue unexplained (ablation; the behaviour before 2026-11-29)."""
+class nnUNetTrainerZePTStage2_ignoreTumourVoxels(nnUNetTrainerZePTStage2):
+    """Stage 2 on nnUNetTrainerZePTStage1_ignoreTumourVoxels."""
 
+
+class nnUNetTrainerZePTStage1_noSyntheticLesions(nnUNetTrainerZePTStage1):
+    """Stage 1 without synthetic lesions: only annotated tumours teach the organ queries to leave
+    abnormal tissue unexplained."""
     SYNTHETIC_LESIONS = None
+
+
+class nnUNetTrainerZePTStage2_noSyntheticLesions(nnUNetTrainerZePTStage2):
+    """Stage 2 on nnUNetTrainerZePTStage1_noSyntheticLesions."""
+
+
+# ------------------------------------------------------------------ Stage 2 variants (default Stage 1)
+class nnUNetTrainerZePTStage2_noSelfPrompt(nnUNetTrainerZePTStage2):
+    """Tumour queries attend to every voxel (no anomaly-driven attention mask)."""
+    SWITCHES = {"self_prompt": False}
+
+
+class nnUNetTrainerZePTStage2_noAlignment(nnUNetTrainerZePTStage2):
+    """No query-knowledge alignment: zero-shot queries are never told what they look for."""
+    SWITCHES = {"alignment": False}
+
+
+class nnUNetTrainerZePTStage2_noAnomalyInjection(nnUNetTrainerZePTStage2):
+    """Tumour logits without the calibrated anomaly added."""
+    SWITCHES = {"anomaly_injection": False}
+
+
+class nnUNetTrainerZePTStage2_noOrganRestriction(nnUNetTrainerZePTStage2):
+    """Prompts and zero-shot channels over the whole patch instead of the host organs' region."""
+    SWITCHES = {"organ_restriction": False}
+
+
+class nnUNetTrainerZePTStage2_zeroShotAdapter(nnUNetTrainerZePTStage2):
+    """The mask-feature adapter term on zero-shot channels too (fitted to the seen types only)."""
+    SWITCHES = {"zero_shot_adapter": True}

@@ -4,13 +4,13 @@ work to the library (`nnunetv2_zept.training`, `nnunetv2_zept.losses`, `nnunetv2
 Settings a user or a test can change without writing a subclass (environment variables):
   NNUNETV2_ZEPT_EPOCHS, NNUNETV2_ZEPT_ITERATIONS, NNUNETV2_ZEPT_VAL_ITERATIONS  training length
   NNUNETV2_ZEPT_SAVE_EVERY  epochs between checkpoint_latest.pth writes (nnU-Net default 50)
-  NNUNETV2_ZEPT_SWITCHES    JSON object of network switches (ablations), e.g. '{"grouping": false}'
+  NNUNETV2_ZEPT_SEED        seed of the run (common_settings.py)
   NNUNETV2_ZEPT_TEXT_ENCODER  which text encoder embeds the knowledge texts (docs/knowledge.md)
 """
 import json
 import os
 from os.path import isfile, join
-from typing import List, Union
+from typing import List
 
 import numpy as np
 import torch
@@ -23,8 +23,6 @@ from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based,
 from nnunetv2_zept.training.lr_schedule import ADAMW_LR, ADAMW_WEIGHT_DECAY, WARMUP_FRACTION, adamw_warmup_cosine
 from nnunetv2_zept.training.present_classes import present_channels
 from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
-
-ENV_SWITCHES = "NNUNETV2_ZEPT_SWITCHES"
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -39,6 +37,10 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
     """Not meant to be trained directly: use nnUNetTrainerZePTStage1 / nnUNetTrainerZePTStage2."""
 
     STAGE = 0
+    # network switches of this trainer (architectures/config.py DEFAULT_SWITCHES); a variant that
+    # changes the network is a subclass with its own SWITCHES (trainers/variants.py), so that the
+    # results folder name identifies the model
+    SWITCHES: dict = {}
     DEFAULT_EPOCHS = 1000
     INITIAL_LR = ADAMW_LR
     WEIGHT_DECAY = ADAMW_WEIGHT_DECAY
@@ -70,12 +72,13 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         from nnunetv2_zept.architectures import default_zept_config
         from nnunetv2_zept.training.text_embeddings import text_embeddings_for_training
 
-        switches = json.loads(os.environ.get(ENV_SWITCHES, "{}") or "{}")
-        if not isinstance(switches, dict):
-            raise ValueError(f"{ENV_SWITCHES} must be a JSON object, got {switches!r}")
+        switches = dict(self.SWITCHES)
         self.text_embeddings = text_embeddings_for_training(self.roles, switches, self.preprocessed_dataset_folder_base,
                                                             self.dataset_json, log=self.print_to_log_file)
         config = default_zept_config(self.roles, int(self.text_embeddings.embeddings.shape[1]), **switches)
+        changed = {k: v for k, v in config["switches"].items() if k in switches}
+        self.print_to_log_file(f"ZePT network switches: {json.dumps(config['switches'], sort_keys=True)}"
+                               + (f" (this trainer changes {json.dumps(changed, sort_keys=True)})" if changed else ""))
         config["text_encoder"] = {"name": self.text_embeddings.encoder, "text_hash": self.text_embeddings.text_hash}
         return config
 

@@ -75,7 +75,7 @@ def settings_from_args(args):
 
 
 def run(args) -> int:
-    from nnunetv2_zept.demo.nnunet_steps import DemoStepError
+    from nnunetv2_zept.experiments.nnunet_runs import StepError
     from nnunetv2_zept.demo.pipeline import DemoError, run_demo
 
     try:
@@ -92,7 +92,7 @@ def run(args) -> int:
             return 2
     try:
         run_demo(settings)
-    except (DemoError, DemoStepError) as e:
+    except (DemoError, StepError) as e:
         print(f"nnunetv2_zept demo: error: {e}", file=sys.stderr)
         return 1
     return 0

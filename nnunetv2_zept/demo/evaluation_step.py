@@ -9,7 +9,7 @@ from typing import Dict
 
 import numpy as np
 
-from nnunetv2_zept.demo.baseline_scores import PROBABILITY_KEY, tumour_agnostic_copy
+from nnunetv2_zept.experiments.baseline_scores import PROBABILITY_KEY, tumour_agnostic_copy
 from nnunetv2_zept.demo.figures import VoxelRocCurves, case_roc, read_label
 from nnunetv2_zept.roles import channel_names, roles_from_dataset_json
 from nnunetv2_zept.tumour_score import TumourScoreSettings
@@ -34,8 +34,7 @@ def evaluate_models(raw: Path, predictions: Dict[str, Path], output: Path) -> di
     folders = dict(predictions)
     if "baseline" in folders:
         agnostic = folders["baseline"].parent / (folders["baseline"].name + "_tumour_agnostic")
-        tumour_agnostic_copy(folders["baseline"], agnostic, roles.seen_tumours, roles.zero_shot,
-                             dj.get("file_ending", ".nii.gz"))
+        tumour_agnostic_copy(folders["baseline"], agnostic, dj)
         folders["baseline"] = agnostic
 
     summaries, voxel, cases = {}, {}, {}

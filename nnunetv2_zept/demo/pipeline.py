@@ -1,6 +1,6 @@
 """The demo pipeline: synthetic dataset -> plan -> Stage 1, Stage 2, baseline -> predict -> evaluate -> report.
 
-Every nnU-Net step is the stock command in a subprocess (nnunet_steps.py); the evaluation is
+Every nnU-Net step is the stock command in a subprocess (experiments/nnunet_runs.py); the evaluation is
 the library's `evaluate_folder`, so the numbers are exactly what `nnunetv2_zept evaluate` gives.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from nnunetv2_zept.demo import nnunet_steps
+from nnunetv2_zept.experiments import nnunet_runs as nnunet_steps
 from nnunetv2_zept.demo.settings import DEFAULT_DATASET_NAME, DemoSettings
 
 MARKER = "zept_demo.json"      # marks a folder this demo wrote (and may replace with --overwrite)
@@ -76,33 +76,6 @@ class Progress:
             self._current = None
 
 
-def _ensure_knowledge_texts(dataset_dir: Path, preprocessed: Optional[Path] = None) -> List[str]:
-    """Give every class without a built-in knowledge text the description of its synthetic tumour
-    type (zept.texts), so that Stage 1 can embed all classes; returns the classes filled in."""
-    from nnunetv2_zept.knowledge.texts import MissingKnowledgeTextError, text_for_class
-    from nnunetv2_zept.synthetic import TUMOUR_TYPES
-
-    path = dataset_dir / "dataset.json"
-    dj = json.loads(path.read_text())
-    texts = dj.setdefault("zept", {}).setdefault("texts", {})
-    filled = []
-    for name in dj["labels"]:
-        if name in ("background", "ignore") or name in texts:
-            continue
-        try:
-            text_for_class(name, texts)
-        except MissingKnowledgeTextError:
-            if name not in TUMOUR_TYPES:
-                raise
-            t = TUMOUR_TYPES[name]
-            texts[name] = (f"A {name.replace('_', ' ')} lies in the {' or '.join(h.replace('_', ' ') for h in t.hosts)}. "
-                           f"On CT it is a {t.description}.")
-            filled.append(name)
-    if filled:
-        path.write_text(json.dumps(dj, indent=2))
-    return filled
-
-
 def run_demo(settings: DemoSettings) -> Path:
     """Run the whole demo; return the path of report.md."""
     from nnunetv2_zept.demo.evaluation_step import evaluate_models
@@ -122,9 +95,6 @@ def run_demo(settings: DemoSettings) -> Path:
                                  num_train=settings.num_train, num_test=settings.num_test, seed=settings.seed,
                                  shape=settings.shape, spacing=(settings.spacing_mm,) * 3,
                                  min_lesion_diameter_mm=settings.min_lesion_mm)
-    filled = _ensure_knowledge_texts(raw)
-    if filled:
-        print(f"      knowledge texts from the generator's tumour descriptions for: {', '.join(filled)}")
     meta = json.loads((raw / "cases.json").read_text())
 
     progress.start(PHASES[1])

@@ -82,7 +82,7 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
                     default_tolerance_mm: float = DEFAULT_TOLERANCE_MM, n_bins: int = DEFAULT_BINS,
                     score_settings: Optional[TumourScoreSettings] = None, overwrite: bool = False,
                     plots: bool = True, verbose: bool = False, images_folder: Optional[str] = None,
-                    body_threshold_hu: float = BODY_THRESHOLD_HU) -> dict:
+                    body_threshold_hu: float = BODY_THRESHOLD_HU, case_histograms: Optional[dict] = None) -> dict:
     """Evaluate predictions against references; return the summary dict (also written as
     summary.json, summary.md and roc_<tumour>.png into `output_folder` when given).
 
@@ -94,6 +94,8 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
     images_folder: optional CT images `<case>_0000<file_ending>` (imagesTs); when given, the
     "body" region of the voxel AUROC is the body mask (HU > body_threshold_hu, largest component,
     holes filled per slice) instead of the whole volume.
+    case_histograms: if a dict is given, it receives case -> tumour name -> {"body": RocHistogram,
+    "host": RocHistogram} of every case (for resampling cases, e.g. bootstrap confidence intervals).
     """
     t0 = time.time()
     dj = _load_dataset_json(dataset_json)
@@ -120,7 +122,8 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
         tc = time.time()
         per_case[case] = _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles, names, ids,
                                         ignore_id, allowed, channel_offset, n_prob_channels, tolerances, settings,
-                                        pooled, detection, n_bins, images_folder, body_threshold_hu)
+                                        pooled, detection, n_bins, images_folder, body_threshold_hu,
+                                        case_histograms)
         if verbose:
             print(f"[{n_done}/{len(cases)}] {case}: {time.time() - tc:.1f} s", flush=True)
 
@@ -142,7 +145,7 @@ def evaluate_folder(reference_folder: str, prediction_folder: str, dataset_json:
 
 def _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles, names, ids, ignore_id, allowed,
                    channel_offset, n_prob_channels, tolerances, settings, pooled, detection, n_bins,
-                   images_folder=None, body_threshold_hu=BODY_THRESHOLD_HU) -> dict:
+                   images_folder=None, body_threshold_hu=BODY_THRESHOLD_HU, case_histograms=None) -> dict:
     ref, geo = read_label_map(os.path.join(reference_folder, case + file_ending), case, "reference")
     pred, geo_p = read_label_map(os.path.join(prediction_folder, case + file_ending), case, "prediction")
     if ref.shape != pred.shape:
@@ -230,6 +233,8 @@ def _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles
             entry[f"AUROC_{key}"] = h.auroc()
             entry[f"FPR95_{key}"] = h.fpr_at_tpr(TARGET_TPR)
             pooled[t][key] += h
+        if case_histograms is not None:
+            case_histograms.setdefault(case, {})[names[t]] = {"body": h_body, "host": h_host}
         entry["host_region_voxels"] = int(np.count_nonzero(region))
     return result
 

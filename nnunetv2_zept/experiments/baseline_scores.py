@@ -4,9 +4,11 @@ A baseline has one sigmoid channel per class like ZePT, but its zero-shot tumour
 trained on negatives only (those types never occur in training labels), so their probabilities
 say nothing.  The fairest zero-shot reading of a plain network is "anything that looks like a
 tumour it knows": per voxel, the highest probability over its seen tumour channels.  This module
-writes a copy of a prediction folder in which every zero-shot channel holds that score; the
-evaluation's host-organ restriction then turns it into a per-type score (liver metastasis =
-tumour-like voxels in or near the liver, and so on).
+writes a copy of a prediction folder in which every zero-shot channel holds that score inside the
+type's host-organ region, built exactly as the ZePT network builds it (predicted host organs with
+their cavities filled, grown by the same number of mm; `architectures.self_prompt.host_regions`),
+and ZePT's floor (probability sigmoid(-30)) outside it.  Baseline and ZePT are then read the
+same way: liver metastasis = tumour-like voxels in or near the liver, and so on.
 
 The label maps are repainted the way nnU-Net exports region predictions: every channel's voxels
 with probability > 0.5 get its label, in `regions_class_order`, later regions over earlier ones,
@@ -21,14 +23,18 @@ from typing import Sequence
 
 import numpy as np
 
+from nnunetv2_zept.architectures.config import DEFAULT_SWITCHES
+
 PROBABILITY_KEY = "probabilities"
+FLOOR = float(1.0 / (1.0 + np.exp(30.0)))   # ZePT's logit clamp -30 outside a zero-shot type's region
 
 
-def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_json: dict) -> int:
+def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_json: dict,
+                         growth_mm: float = DEFAULT_SWITCHES["organ_growth_mm"]) -> int:
     """Copy `prediction_folder` (nnUNetv2_predict --save_probabilities output of a region model of
     `dataset_json`) to `output_folder` with every zero-shot channel of each `<case>.npz` replaced by
-    the voxel-wise maximum of the seen tumour channels (the evaluation restricts it to the predicted
-    host organs of each type).  Returns the number of cases written.  `output_folder` is written
+    the voxel-wise maximum of the seen tumour channels inside that type's host-organ region (grown
+    by `growth_mm`, ZePT's default).  Returns the number of cases written.  `output_folder` is written
     completely or not at all (a `.partial` folder renamed at the end)."""
     import SimpleITK as sitk
 
@@ -60,11 +66,12 @@ def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_j
         if probs.ndim != 4 or probs.shape[0] != roles.num_channels:
             shutil.rmtree(tmp)
             raise ValueError(f"{npz}: probabilities of shape {probs.shape}, expected {roles.num_channels} channels")
-        agnostic = probs[list(roles.seen_tumours)].max(axis=0)
-        for c in roles.zero_shot:
-            probs[c] = agnostic
-        np.savez_compressed(tmp / npz.name, **{PROBABILITY_KEY: probs})
         image = sitk.ReadImage(str(label_file))
+        agnostic = probs[list(roles.seen_tumours)].max(axis=0)
+        regions = zero_shot_regions(probs, roles, image.GetSpacing()[::-1], growth_mm)
+        for c, region in zip(roles.zero_shot, regions):
+            probs[c] = np.where(region, agnostic, FLOOR)
+        np.savez_compressed(tmp / npz.name, **{PROBABILITY_KEY: probs})
         seg = paint_regions(probs, order, sitk.GetArrayFromImage(image).dtype)
         if seg.shape != sitk.GetArrayFromImage(image).shape:
             shutil.rmtree(tmp)
@@ -83,6 +90,20 @@ def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_j
         shutil.rmtree(output_folder)
     tmp.rename(output_folder)
     return n
+
+
+def zero_shot_regions(probs: np.ndarray, roles, spacing_zyx, growth_mm: float) -> np.ndarray:
+    """bool [len(roles.zero_shot), *s]: each zero-shot type's host region from region probabilities
+    [C, *s], as the ZePT network restricts its zero-shot channels at full resolution."""
+    import torch
+
+    from nnunetv2_zept.architectures.self_prompt import host_regions, level_radius
+
+    organ_pos = {c: i for i, c in enumerate(roles.organs)}
+    logits = torch.from_numpy(probs[list(roles.organs)].astype(np.float32))[None] - 0.5   # > 0 where p > 0.5
+    sets = [[organ_pos[h] for h in roles.hosts[z]] for z in roles.zero_shot]
+    radius = level_radius(growth_mm, spacing_zyx, (1,) * (probs.ndim - 1))
+    return host_regions(logits, sets, radius)[0].numpy()
 
 
 def _paint_order(dataset_json: dict) -> Sequence[tuple]:

@@ -1,8 +1,9 @@
-"""Running the stock nnU-Net commands of the demo in subprocesses.
+"""Running the stock nnU-Net commands in subprocesses, for the demo and the benchmarks.
 
-The commands are the console scripts installed next to the running Python (so the demo uses
-the nnU-Net of its own environment), with nnUNet_raw/_preprocessed/_results inside the demo
-folder.  Their full output goes to a log file per step; the console gets nnU-Net's epoch lines.
+The commands are the console scripts installed next to the running Python (so an experiment uses
+the nnU-Net of its own environment), with nnUNet_raw/_preprocessed/_results inside the
+experiment's folder.  Their full output goes to a log file per step; the console gets nnU-Net's
+epoch lines.
 """
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: ")
 _NUMPY_SCALAR = re.compile(r"np\.float\d+\(([^)]*)\)")
 
 
-class DemoStepError(RuntimeError):
-    """A subprocess of the demo failed; the message names the command and its log file."""
+class StepError(RuntimeError):
+    """An nnU-Net command of an experiment failed; the message names the command and its log file."""
 
 
 def executable(name: str) -> str:
     """A console script of this Python environment (nnUNetv2_train etc.)."""
     path = Path(sys.executable).parent / name
     if not path.exists():
-        raise DemoStepError(f"{name} not found next to {sys.executable}; install nnunetv2 into this environment "
+        raise StepError(f"{name} not found next to {sys.executable}; install nnunetv2 into this environment "
                             f"(pip install nnunetv2) or run the demo with the Python that has it")
     return str(path)
 
@@ -76,7 +77,7 @@ class StepResult:
 
 def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, show=True, indent: str = "      ") -> StepResult:
     """Run `command`, writing all its output to `log_file` and echoing nnU-Net's progress lines.
-    Raises DemoStepError with the last lines of output when it fails."""
+    Raises StepError with the last lines of output when it fails."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     c0 = cpu_seconds()
@@ -99,7 +100,7 @@ def run_logged(command: Sequence[str], env: Dict[str, str], log_file: Path, show
     cpu = cpu_seconds() - c0
     if rc != 0:
         tail = "\n".join(lines[-40:])
-        raise DemoStepError(f"`{' '.join(command)}` failed with exit code {rc} after {seconds:.0f} s. "
+        raise StepError(f"`{' '.join(command)}` failed with exit code {rc} after {seconds:.0f} s. "
                             f"Last lines of its output (all of it is in {log_file}):\n{tail}")
     return StepResult(list(command), log_file, seconds, lines, cpu)
 
@@ -135,22 +136,28 @@ def augmentation_workers(device: str) -> int:
 
 
 def train(dataset_id: int, trainer: str, fold: str, epochs: int, iterations: int, val_iterations: int, device: str,
-          env: Dict[str, str], log_file: Path) -> StepResult:
+          env: Dict[str, str], log_file: Path, seed: Optional[int] = None, save_every: Optional[int] = None,
+          resume: bool = False, show: bool = True) -> StepResult:
+    """nnUNetv2_train with the plugin's run-length settings (and seed); `resume` adds --c, which
+    continues from checkpoint_latest.pth (nnU-Net starts afresh when there is none)."""
     e = dict(env, nnUNet_n_proc_DA=str(augmentation_workers(device)), NNUNETV2_ZEPT_EPOCHS=str(epochs),
              NNUNETV2_ZEPT_ITERATIONS=str(iterations),
              NNUNETV2_ZEPT_VAL_ITERATIONS=str(val_iterations),
-             # no intermediate checkpoint_latest writes (time on a slow disk); checkpoint_final is always written
-             NNUNETV2_ZEPT_SAVE_EVERY=str(max(epochs, 1)))
+             # by default no intermediate checkpoint_latest writes (time on a slow disk); checkpoint_final is
+             # always written
+             NNUNETV2_ZEPT_SAVE_EVERY=str(save_every or max(epochs, 1)))
+    if seed is not None:
+        e["NNUNETV2_ZEPT_SEED"] = str(seed)
     return run_logged([executable("nnUNetv2_train"), str(dataset_id), "3d_fullres", fold, "-tr", trainer,
-                       "-device", device], e, log_file)
+                       "-device", device] + (["--c"] if resume else []), e, log_file, show=show)
 
 
 def predict(dataset_id: int, trainer: str, fold: str, input_folder: Path, output_folder: Path, device: str,
-            env: Dict[str, str], log_file: Path) -> StepResult:
+            env: Dict[str, str], log_file: Path, show: bool = True) -> StepResult:
     e = dict(env, nnUNet_n_proc_DA="0")
     return run_logged([executable("nnUNetv2_predict"), "-i", str(input_folder), "-o", str(output_folder),
                        "-d", str(dataset_id), "-c", "3d_fullres", "-f", fold, "-tr", trainer, "--save_probabilities",
-                       "--disable_tta", "-npp", "0", "-nps", "0", "-device", device], e, log_file)
+                       "--disable_tta", "-npp", "0", "-nps", "0", "-device", device], e, log_file, show=show)
 
 
 # ---------------------------------------------------------------------------- training logs

@@ -63,11 +63,31 @@ def label_regions(label_ids: Dict[str, int], tumour_types: Sequence[str]) -> Tup
 
 
 def zept_block(tumour_types: Sequence[str], zero_shot: Sequence[str]) -> dict:
-    return {
+    block = {
         "organs": list(ORGANS),
         "tumours": {t: ({"host": list(get_tumour_type(t).hosts), "zero_shot": True} if t in zero_shot
                         else {"host": list(get_tumour_type(t).hosts)}) for t in tumour_types},
     }
+    texts = knowledge_texts(tumour_types)
+    if texts:
+        block["texts"] = texts
+    return block
+
+
+def knowledge_texts(tumour_types: Sequence[str]) -> Dict[str, str]:
+    """`zept.texts` for the tumour types without a built-in knowledge text: the generator's own
+    description of the type, so that every class of the dataset can be embedded."""
+    from nnunetv2_zept.knowledge.texts import MissingKnowledgeTextError, text_for_class
+
+    texts = {}
+    for t in tumour_types:
+        try:
+            text_for_class(t)
+        except MissingKnowledgeTextError:
+            ttype = get_tumour_type(t)
+            texts[t] = (f"A {t.replace('_', ' ')} lies in the {' or '.join(h.replace('_', ' ') for h in ttype.hosts)}. "
+                        f"On CT it is a {ttype.description}.")
+    return texts
 
 
 def plan_cases(num_train: int, num_test: int, seed: int, seen: Sequence[str], zero_shot: Sequence[str],
@@ -172,8 +192,9 @@ def make_synthetic_dataset(raw_root: Union[str, Path, None] = None, dataset_id: 
     if not (0 <= tumour_free_fraction < 1) or not (0 <= train_tumour_free_fraction <= 1):
         raise ValueError(f"tumour_free_fraction = {tumour_free_fraction}, train_tumour_free_fraction = "
                          f"{train_tumour_free_fraction}: fractions must lie in [0, 1) and [0, 1]")
-    if num_train < 1 or num_test < 0:
-        raise ValueError(f"num_train = {num_train}, num_test = {num_test}: need at least one training case")
+    if num_train < 0 or num_test < 0 or num_train + num_test < 1:
+        raise ValueError(f"num_train = {num_train}, num_test = {num_test}: need at least one case (num_train = 0 "
+                         f"makes a held-out set only)")
     if not (1 <= int(dataset_id) <= 999):
         raise ValueError(f"dataset_id = {dataset_id}: nnU-Net dataset ids are 1-999")
     if not name or not all(c.isalnum() or c in "-" for c in name):
