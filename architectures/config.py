@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 from typing import List, Tuple, Union
 
-from nnunetv2_zept.roles import BACKGROUND_TISSUES as TISSUES, CATCH_ALL_BACKGROUND, ClassRoles, ZePTConfigError
+from nnunetv2_zept.roles import (BACKGROUND_TISSUES as TISSUES, CATCH_ALL_BACKGROUND, ClassRoles, ZePTConfigError,
+                                 query_classes)
 
 # background query names per `background_queries` switch value
 BACKGROUND_TISSUES = {
@@ -31,6 +32,9 @@ DEFAULT_SWITCHES = {
     "background_queries": "per_tissue",
     "anomaly_calibration": "calibrated",
     "organ_restriction": True,
+    # alignment targets: "identity" (each query its own text) or "hierarchical" (also its host organs and
+    # the other tumour types, soft multi-positive targets; losses/alignment.py)
+    "alignment_targets": "identity",
     # the Stage 2 adapter term on zero-shot channels too; off by default: it is fitted to the seen
     # types only and was measured to push zero-shot logits to the clamp in spleen and pancreas
     "zero_shot_adapter": False,
@@ -57,6 +61,7 @@ _CHOICES = {
     "background_queries": tuple(BACKGROUND_TISSUES),
     "anomaly_calibration": ("calibrated", "minmax"),
     "tumour_decoder_order": ("fine_to_coarse", "coarse_to_fine"),
+    "alignment_targets": ("identity", "hierarchical"),
 }
 
 
@@ -103,9 +108,7 @@ def background_names(switches: dict) -> List[str]:
 
 def query_class_names(zept_config: dict) -> List[str]:
     """Names of all queries with a text, in query order: organs, background tissues, tumours."""
-    roles = _roles(zept_config["roles"])
-    return ([roles.names[c] for c in roles.organs] + background_names(zept_config.get("switches"))
-            + [roles.names[t] for t in roles.tumours])
+    return query_classes(_roles(zept_config["roles"]), background_names(zept_config.get("switches")))
 
 
 def default_zept_config(roles: Union[ClassRoles, dict], text_dim: int, **switches) -> dict:

@@ -46,6 +46,13 @@ CATCH_ALL_BACKGROUND = "background_tissue"
 BACKGROUND_TEXT_CLASSES = BACKGROUND_TISSUES + (CATCH_ALL_BACKGROUND,)
 
 
+def query_classes(roles: "ClassRoles", background: Sequence[str]) -> List[str]:
+    """The network's query order, defined once: organ channels (roles.organs order), the given
+    background tissue queries, tumour channels (roles.tumours order).  Text embeddings, queries
+    and alignment targets are all indexed in this order."""
+    return ([roles.names[c] for c in roles.organs] + list(background) + [roles.names[t] for t in roles.tumours])
+
+
 class ZePTConfigError(ValueError):
     """A dataset.json / zept block problem; the message says key, value and fix."""
 

@@ -263,3 +263,19 @@ def test_every_variant_is_a_trainer_class_with_valid_consistent_switches():
             assert s2.SWITCHES.get(k) == s1.SWITCHES.get(k), (name, k)
     for name in trainers.__all__:
         assert getattr(trainers, name).__name__ == name
+
+
+def test_hierarchical_alignment_variant_gives_stage2_its_relation_matrix():
+    from nnunetv2_zept.architectures import default_zept_config
+    from nnunetv2_zept.trainers import nnUNetTrainerZePTStage2, nnUNetTrainerZePTStage2_hierarchicalAlignment
+
+    for cls, hierarchical in ((nnUNetTrainerZePTStage2, False), (nnUNetTrainerZePTStage2_hierarchicalAlignment, True)):
+        t = object.__new__(cls)           # only the loss-side attributes are needed
+        t.roles = ROLES
+        t.zept_config = default_zept_config(ROLES, 8, **cls.SWITCHES)
+        rel = t._alignment_relation()
+        if not hierarchical:
+            assert rel is None
+        else:
+            q = {n: i for i, n in enumerate(t.zept_config["query_classes"])}
+            assert rel.shape == (len(q), len(q)) and rel[q["liver_tumour"], q["liver"]]

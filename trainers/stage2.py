@@ -32,7 +32,18 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
         return list(self.roles.seen_tumours)
 
     def compute_loss(self, output, aux, target, keys, data, parts=None) -> torch.Tensor:
-        return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT, parts=parts)
+        return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT, self._alignment_relation(),
+                           parts=parts)
+
+    def _alignment_relation(self):
+        """None (identity targets) or the hierarchical relation matrix of the query classes."""
+        if self.zept_config["switches"]["alignment_targets"] != "hierarchical":
+            return None
+        if getattr(self, "_relation", None) is None:
+            from nnunetv2_zept.losses.alignment import build_relation_matrix
+
+            self._relation = build_relation_matrix(self.roles, self.zept_config["query_classes"])
+        return self._relation
 
     def on_train_start(self):
         # not initialised yet = neither -pretrained_weights nor a checkpoint (--c) was loaded:

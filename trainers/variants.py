@@ -118,6 +118,12 @@ class nnUNetTrainerZePTStage2_noOrganRestriction(nnUNetTrainerZePTStage2):
     SWITCHES = {"organ_restriction": False}
 
 
+class nnUNetTrainerZePTStage2_hierarchicalAlignment(nnUNetTrainerZePTStage2):
+    """Alignment targets that also pull each tumour query towards its host organs' and the other
+    tumour types' texts (soft multi-positive targets) instead of its own text only."""
+    SWITCHES = {"alignment_targets": "hierarchical"}
+
+
 class nnUNetTrainerZePTStage2_zeroShotAdapter(nnUNetTrainerZePTStage2):
     """The mask-feature adapter term on zero-shot channels too (fitted to the seen types only)."""
     SWITCHES = {"zero_shot_adapter": True}

@@ -42,7 +42,9 @@ def dataset_text_classes(roles, include_catch_all: bool = True) -> List[str]:
     """Classes whose texts are encoded for a dataset, in the network's query order: organ
     channels, background tissues, tumour channels, then the catch-all background (used only
     when the network has one background query)."""
-    names = [roles.names[c] for c in roles.organs] + list(BACKGROUND_TISSUES) + [roles.names[t] for t in roles.tumours]
+    from nnunetv2_zept.roles import query_classes
+
+    names = query_classes(roles, BACKGROUND_TISSUES)
     if include_catch_all:
         names.append(CATCH_ALL_BACKGROUND)
     return names

@@ -9,8 +9,9 @@ knowledge-text embeddings of the same classes:
     L_t2q = mean_{b, j}  sum_i -T[j, i] log softmax_i(logits[b, :, j])     (text j -> its queries)
     L     = (L_q2t + L_t2q) / 2
 
-T is a row-stochastic target matrix: the identity, or (hierarchical) a soft multi-positive
-matrix built from a boolean relation matrix R (organ-tumour and tumour-tumour relations),
+T is a row-stochastic target matrix: the identity, or (hierarchical, switch
+`alignment_targets`) a soft multi-positive matrix built from a boolean relation matrix R
+(organ-tumour and tumour-tumour relations, `build_relation_matrix`),
 normalised per row, so that every class row carries the same total weight whatever its number
 of positives (the released ZePT code sums the positives' log-probabilities and reuses one target
 tensor for two losses; neither is done here).  Rows may be weighted per class; masked queries
@@ -22,7 +23,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 _MASKED_LOGIT = -1e4   # finite: exp() underflows to 0 in float32, and 0 * it stays 0 (no NaN)
@@ -62,16 +62,6 @@ def build_relation_matrix(roles, query_names: Sequence[str], organ_tumour: bool 
             if canon[a] is not None and canon[a] == canon[b]:
                 rel[a, b] = True
     return rel
-
-
-def soft_targets(relation: torch.Tensor) -> torch.Tensor:
-    """Row-normalised float targets from a boolean/0-1 relation matrix [Q, Q] (a new tensor)."""
-    r = relation.to(torch.float32).clone()
-    if r.ndim != 2 or r.shape[0] != r.shape[1]:
-        raise ValueError(f"relation matrix must be square [Q, Q], got {tuple(r.shape)}")
-    if torch.any(r < 0):
-        raise ValueError("relation matrix must be non-negative")
-    return r / r.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _masked_soft_ce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
@@ -139,27 +129,3 @@ def alignment_loss(query_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale,
         l_q2t = _masked_soft_ce(logits, rel, valid, w)
         l_t2q = _masked_soft_ce(logits.transpose(1, 2), rel.transpose(0, 1).clone(), valid.transpose(1, 2), w)
         return 0.5 * (l_q2t + l_t2q)
-
-
-class AlignmentLoss(nn.Module):
-    """Module form with a fixed relation matrix (registered as a buffer, not trained).
-
-    forward(query_emb [B, Q, A], text_emb [Q, A], logit_scale, query_mask=None) -> scalar."""
-
-    def __init__(self, relation: Optional[torch.Tensor] = None, class_weights: Optional[torch.Tensor] = None,
-                 max_logit_scale: float = 100.0):
-        super().__init__()
-        self.register_buffer("relation", None if relation is None else relation.to(torch.float32).clone(),
-                             persistent=False)
-        self.register_buffer("class_weights", None if class_weights is None else class_weights.float().clone(),
-                             persistent=False)
-        self.max_logit_scale = max_logit_scale
-
-    def forward(self, query_emb, text_emb, logit_scale, query_mask=None):
-        return alignment_loss(query_emb, text_emb, logit_scale, self.relation, query_mask, self.class_weights,
-                              self.max_logit_scale)
-
-
-def hierarchical_alignment_loss(roles, query_names: Sequence[str], **relation_kwargs) -> AlignmentLoss:
-    """AlignmentLoss with the organ-tumour / tumour-tumour soft targets of `roles`."""
-    return AlignmentLoss(build_relation_matrix(roles, query_names, **relation_kwargs))
