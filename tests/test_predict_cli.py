@@ -444,7 +444,9 @@ def test_plain_nnunet_model_predicts_without_anomaly_map(model, main_run, tmp_pa
 
 def _one_error_line(r):
     """The command's error: exactly one line on stderr, no traceback."""
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    from conftest import stderr_lines
+
+    lines = stderr_lines(r.stderr)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
     return lines
 

@@ -21,7 +21,7 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
 from nnunetv2_zept.training.present_classes import present_channels
-from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
+from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings, TrainerStop
 
 ENV_SWITCHES = "NNUNETV2_ZEPT_SWITCHES"
 
@@ -46,11 +46,17 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        from nnunetv2_zept.knowledge.cache import TextCacheError
+        from nnunetv2_zept.knowledge.encoders import TextEncoderError
+
         self.initial_lr = self.INITIAL_LR
         self.weight_decay = self.WEIGHT_DECAY
-        check_region_based(dataset_json)
-        self.roles = self._resolve_roles()
-        self.zept_config = self._make_zept_config()
+        try:
+            check_region_based(dataset_json)
+            self.roles = self._resolve_roles()
+            self.zept_config = self._make_zept_config()
+        except (ZePTConfigError, TextEncoderError, TextCacheError) as e:
+            raise TrainerStop(str(e)) from None
         # The predictor rebuilds the network from plans.json of the results folder, with no access
         # to dataset.json or this trainer: the network's configuration travels in the plans.
         self.plans_manager.plans["configurations"][configuration]["zept"] = self.zept_config
@@ -69,9 +75,13 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         from nnunetv2_zept.architectures import default_zept_config
         from nnunetv2_zept.training.text_embeddings import text_embeddings_for_training
 
-        switches = json.loads(os.environ.get(ENV_SWITCHES, "{}") or "{}")
+        try:
+            switches = json.loads(os.environ.get(ENV_SWITCHES, "{}") or "{}")
+        except json.JSONDecodeError as e:
+            raise TrainerStop(f"{ENV_SWITCHES} is not valid JSON ({e.msg} at column {e.colno}); write a JSON object "
+                              f"such as '{{\"grouping\": false}}' or unset it") from None
         if not isinstance(switches, dict):
-            raise ValueError(f"{ENV_SWITCHES} must be a JSON object, got {switches!r}")
+            raise TrainerStop(f"{ENV_SWITCHES} must be a JSON object, got {switches!r}")
         self.text_embeddings = text_embeddings_for_training(self.roles, switches, self.preprocessed_dataset_folder_base,
                                                             self.dataset_json, log=self.print_to_log_file)
         config = default_zept_config(self.roles, int(self.text_embeddings.embeddings.shape[1]), **switches)
@@ -228,7 +238,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         existing = [f for f in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
                     if isfile(join(self.output_folder, f))]
         if existing:
-            raise RuntimeError(
+            raise TrainerStop(
                 f"{self.output_folder} already holds {', '.join(existing)}. A new training would overwrite them. "
                 f"Continue that training with --c, run only its validation with --val, or move the folder away "
                 f"to start over.")
