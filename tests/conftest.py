@@ -37,6 +37,16 @@ def cli(args, env, timeout=900, expect_ok=True):
     return proc
 
 
+def real_data(*parts):
+    """A path in the shared real CT data; the test is skipped, with the reason, when it is absent."""
+    from pathlib import Path
+
+    p = Path(SHARED_REAL).resolve().joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real CT test data missing: {p} (expected in ../shared/data/real relative to the repo root)")
+    return p
+
+
 def stderr_lines(stderr):
     """Non-empty stderr lines, Python warnings left out (a library's FutureWarning is not a message
     of ours): what a command says on failure must be these lines."""

