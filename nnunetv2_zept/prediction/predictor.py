@@ -19,6 +19,8 @@ from torch import nn
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from nnunetv2_zept.input_checks import path_problem
+
 
 class ModelError(ValueError):
     """The model folder cannot be used; the message says why and how to fix it."""
@@ -115,6 +117,9 @@ def model_folder_from_ids(dataset: str, configuration: str, trainer: str, plans:
     except RuntimeError as e:
         raise ModelError(f"dataset {dataset!r} not found: {e}") from None
     folder = os.path.join(results, dataset_name, f"{trainer}__{plans}__{configuration}")
+    problem = path_problem(folder, "model folder")
+    if problem and "does not exist" not in problem:
+        raise ModelError(problem)
     if not os.path.isdir(folder):
         raise ModelError(f"model folder {folder} does not exist: no {trainer} model with plans {plans} and "
                          f"configuration {configuration} was trained for {dataset_name}. Check -tr/-p/-c")
@@ -132,8 +137,11 @@ def _available_folds(model_folder: str, checkpoint_name: str) -> List[str]:
 def check_model_folder(model_folder: str, folds: Optional[Sequence[Union[int, str]]],
                        checkpoint_name: str) -> Tuple[Union[int, str], ...]:
     """The folds to use; a ModelError naming what is missing otherwise."""
-    if not os.path.isdir(model_folder):
-        raise ModelError(f"model folder {model_folder} does not exist")
+    problem = path_problem(model_folder, "model folder")
+    if problem is None and not os.path.isdir(model_folder):
+        problem = f"model folder {model_folder} is a file; pass the folder <Trainer>__<Plans>__<configuration>"
+    if problem:
+        raise ModelError(problem)
     for f in ("plans.json", "dataset.json"):
         if not os.path.isfile(os.path.join(model_folder, f)):
             raise ModelError(f"model folder {model_folder} has no {f}; pass the trained model folder "
