@@ -70,6 +70,7 @@ setup(
         "nnunetv2_zept.knowledge",
         "nnunetv2_zept.losses",
         "nnunetv2_zept.evaluation",
+        "nnunetv2_zept.merging",
         "nnunetv2_zept.synthetic",
         "nnunetv2_zept.prediction",
         "nnunetv2_zept.trainers",

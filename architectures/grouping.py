@@ -62,15 +62,23 @@ class GroupingBlock(nn.Module):
         if self.mode == "cross":
             self.last_assignment = None
             return q
-        # scores, Gumbel softmax and the per-query normalisation run in fp32 (fp16 overflows there);
-        # the large [B, L, D] key/value projections stay in the autocast dtype to save memory
-        k = self.assign_k(tokens)
-        v = self.assign_v(tokens)
-        qa = self.assign_q(q)
-        scores = torch.bmm(qa.to(k.dtype), k.transpose(1, 2)).float() / math.sqrt(q.shape[-1])
+        # The token keys and values k = W_k x + b_k, v = W_v x + b_v are never formed: with few
+        # queries and many tokens, qa . k = (W_k^T qa) . x + qa . b_k and sum_l w_l v_l =
+        # W_v (sum_l w_l x_l) + (sum_l w_l) b_v give the same numbers for a fraction of the work.
+        # Scores, Gumbel softmax and the per-query normalisation run in fp32 (fp16 overflows there).
+        qa = self.assign_q(q)                                                   # [B, Q, D]
+        qk = torch.matmul(qa, self.assign_k.weight.to(qa.dtype))                # [B, Q, D]
+        bias = torch.matmul(qa, self.assign_k.bias.to(qa.dtype)).unsqueeze(-1)  # [B, Q, 1]
+        scores = torch.bmm(qk.to(tokens.dtype), tokens.transpose(1, 2))
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            scores = scores.float()
+        scores = (scores + bias.to(scores.dtype)) / math.sqrt(q.shape[-1])
         with torch.autocast(device_type=q.device.type, enabled=False):
             weights, index = hard_assignment(scores, self.training)
             weights = weights / (weights.sum(dim=-1, keepdim=True) + self.assign_eps)
-        grouped = self.assign_out(torch.bmm(weights.to(v.dtype), v))
+        pooled = torch.bmm(weights.to(tokens.dtype), tokens)                    # [B, Q, D]
+        values = (torch.nn.functional.linear(pooled, self.assign_v.weight.to(pooled.dtype))
+                  + weights.sum(dim=-1, keepdim=True).to(pooled.dtype) * self.assign_v.bias.to(pooled.dtype))
+        grouped = self.assign_out(values)
         self.last_assignment = index.detach()
         return self.out_ffn(q + grouped.to(q.dtype))

@@ -15,7 +15,7 @@ Data flow (details in docs/architecture.md):
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, injec
 from .self_prompt import LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask
 from .tumour_decoder import TumourDecoder
 
-__all__ = ["ZePTNetwork", "build_zept_network", "default_zept_config", "query_class_names"]
+__all__ = ["ZePTNetwork", "ZePTOutput", "build_zept_network", "default_zept_config", "query_class_names"]
 
 # parameters whose names start with these belong to Stage 1 (backbone, grouping, fundamental
 # queries, organ/tissue head); everything else is Stage 2.
@@ -121,8 +121,8 @@ class ZePTNetwork(nn.Module):
         # ---- state ----
         self.register_buffer("text_embeddings", torch.zeros(len(names), text_dim))
         self.register_buffer("stage", torch.tensor(1, dtype=torch.long))
+        # prediction only (nnunetv2_zept predict): the eval forward appends the anomaly logit as a last channel
         self.return_anomaly_map = False
-        self.aux_outputs: Dict[str, object] = {}
 
     # ------------------------------------------------------------------ public helpers
     @property
@@ -158,94 +158,111 @@ class ZePTNetwork(nn.Module):
         # every part is already finite; the clamp keeps fp16 blending in nnU-Net's predictor safe
         return torch.cat(parts, dim=1).index_select(1, self.channel_order).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
 
-    def forward(self, x: torch.Tensor):
+    def _stage1_part_trains(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.stage1_parameters())
+
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
+        """x [B, C_in, *patch] -> logits [B, C_out, *patch] in dataset.json order, or with deep
+        supervision a list of such tensors at nnU-Net's scales (full resolution first): exactly
+        what nnU-Net's predictor and sliding window expect.
+
+        with_aux=True returns `ZePTOutput(logits, aux)` instead, with the extra terms the stage
+        losses need (aux keys: see `ZePTOutput`).  The trainers call it this way in training and
+        validation alike, so both compute the same loss terms.
+
+        In training mode only what the current stage trains is computed: Stage 1 leaves its
+        (untrained) tumour channels at the clamp value -30 and skips the prompts, host-organ
+        regions and alignment; Stage 2 runs the frozen Stage 1 part without autograd and leaves
+        its (untrained) zero-shot channels unrestricted.  In eval mode every channel is complete.
+        """
         sw = self.switches
         ds = bool(getattr(self.decoder, "deep_supervision", False))
         stage = int(self.stage)
-        taps = run_backbone(self.encoder, self.decoder, x)
-        dec = taps.decoder_outs
+        training = self.training
         b = x.shape[0]
         levels = list(range(self.n_dec)) if ds else sorted(set(self.tapped) | {self.full})
-
-        # fundamental queries, grouped coarse -> fine; per-level affinities with the queries of that level
-        q = self.fundamental_queries.unsqueeze(0).expand(b, -1, -1)
-        tokens, fund_logits = {}, {}
-        for i, k in enumerate(self.tapped):
-            tokens[k] = self.token_proj[i](taps.skips[-(k + 2)].flatten(2).transpose(1, 2))
-            q = self.grouping[i](q, tokens[k])
-            fund_logits[k] = self.fundamental_head(k, q, dec[k])
-        for k in levels:
-            if k not in fund_logits:
-                fund_logits[k] = self.fundamental_head(k, q, dec[k])
-        q_fund = q
-
         # only the levels that are returned get tumour channels; the other tapped levels only
         # feed the prompts (prediction: the full-resolution level alone)
         out_levels = list(range(self.n_dec)) if ds else [self.full]
-        restricted = list(range(self.n_tum)) if stage == 1 else self.zero_shot_pos
+        # the frozen Stage 1 part needs no autograd graph in Stage 2 (no gradient can reach it)
+        with torch.set_grad_enabled(self._stage1_part_trains()):
+            taps = run_backbone(self.encoder, self.decoder, x)
+            dec = taps.decoder_outs
+            # fundamental queries, grouped coarse -> fine; per-level affinities with the queries of that level
+            q = self.fundamental_queries.unsqueeze(0).expand(b, -1, -1)
+            tokens, fund_logits = {}, {}
+            for i, k in enumerate(self.tapped):
+                tokens[k] = self.token_proj[i](taps.skips[-(k + 2)].flatten(2).transpose(1, 2))
+                q = self.grouping[i](q, tokens[k])
+                fund_logits[k] = self.fundamental_head(k, q, dec[k])
+            for k in levels:
+                if k not in fund_logits:
+                    fund_logits[k] = self.fundamental_head(k, q, dec[k])
+            q_fund = q
+            # calibrated anomaly per level; its statistics are gathered while Stage 1 trains
+            update = training and stage == 1 and sw["anomaly_calibration"] == "calibrated"
+            anomaly = {}
+            for k in levels:
+                a = best_affinity_anomaly(fund_logits[k][:, self.anomaly_rows])
+                if update:
+                    self.calibration.update(k, a)
+                anomaly[k] = self.calibration(k, a)
 
-        # calibrated anomaly and organ regions per level
-        update = self.training and stage == 1 and sw["anomaly_calibration"] == "calibrated"
-        anomaly, regions = {}, {}
-        for k in levels:
-            a = best_affinity_anomaly(fund_logits[k][:, self.anomaly_rows])
-            if update:
-                self.calibration.update(k, a)
-            anomaly[k] = self.calibration(k, a)
-            if sw["organ_restriction"] and self.n_tum:
+        tumour_channels = self.n_tum and not (training and stage == 1)
+        prompts_needed = sw["self_prompt"] and stage == 2 and self.n_tum
+        restricted = (list(range(self.n_tum)) if stage == 1 else self.zero_shot_pos) if not training else []
+        regions = {}
+        if sw["organ_restriction"] and self.n_tum:
+            for k in levels:
                 need = set(restricted) if k in out_levels else set()
-                if (sw["self_prompt"] and k in self.tapped) or (k == self.full and self.return_anomaly_map):
+                if (prompts_needed and k in self.tapped) or (k == self.full and self.return_anomaly_map):
                     need.add(self.n_tum)
                 regions[k] = self._host_regions(k, fund_logits[k][:, :self.n_org], need)
         prompts = {}
-        if sw["self_prompt"]:
+        if prompts_needed:
             for k in self.tapped:
-                reg = regions[k][self.n_tum] if k in regions else None
+                reg = regions[k].get(self.n_tum) if k in regions else None
                 prompts[k] = prompt_mask(anomaly[k], sw["prompt_threshold"], reg)
 
         # tumour channels
         tumour = {}
         adv = None
-        if self.n_tum:
-            if stage == 1:
-                for k in out_levels:
-                    t = anomaly[k].expand(-1, self.n_tum, *anomaly[k].shape[2:])
-                    tumour[k] = restrict(t, self._stacked(regions[k], restricted)) if k in regions else t
-            else:
-                fund_ctx = q_fund[:, :self.n_org + self.n_bg]
-                adv0 = (self.advanced_queries.unsqueeze(0).expand(b, -1, -1) if sw["disentangled"]
-                        else q_fund[:, self.n_org + self.n_bg:])
-                adv = self.tumour_decoder(fund_ctx, adv0, [tokens[k] for k in self.tapped],
-                                          [prompts.get(k) for k in self.tapped])
-                for k in out_levels:
-                    t = self.tumour_head(k, adv, dec[k])
-                    if k == self.full:
-                        a = self.adapter_head(adv, self.adapter(dec[k]))
-                        t = t + a * self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2))
-                    if sw["anomaly_injection"]:
-                        t = inject_anomaly(t, anomaly[k])
-                    if k in regions and self.zero_shot_pos:
-                        zs = self.zero_shot_pos
-                        t = t.clone()
-                        t[:, zs] = restrict(t[:, zs], self._stacked(regions[k], zs))
-                    tumour[k] = t
+        if self.n_tum and not tumour_channels:
+            for k in out_levels:
+                tumour[k] = anomaly[k].new_full((b, self.n_tum, *anomaly[k].shape[2:]), -LOGIT_CLAMP)
+        elif tumour_channels and stage == 1:
+            for k in out_levels:
+                t = anomaly[k].expand(-1, self.n_tum, *anomaly[k].shape[2:])
+                tumour[k] = restrict(t, self._stacked(regions[k], restricted)) if regions.get(k) else t
+        elif tumour_channels:
+            fund_ctx = q_fund[:, :self.n_org + self.n_bg]
+            adv0 = (self.advanced_queries.unsqueeze(0).expand(b, -1, -1) if sw["disentangled"]
+                    else q_fund[:, self.n_org + self.n_bg:])
+            adv = self.tumour_decoder(fund_ctx, adv0, [tokens[k] for k in self.tapped],
+                                      [prompts.get(k) for k in self.tapped])
+            for k in out_levels:
+                t = self.tumour_head(k, adv, dec[k])
+                if k == self.full:
+                    a = self.adapter_head(adv, self.adapter(dec[k]))
+                    t = t + a * self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2))
+                if sw["anomaly_injection"]:
+                    t = inject_anomaly(t, anomaly[k])
+                if restricted and regions.get(k):
+                    zs = self.zero_shot_pos
+                    t = t.clone()
+                    t[:, zs] = restrict(t[:, zs], self._stacked(regions[k], zs))
+                tumour[k] = t
 
         outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in out_levels}
-
-        if self.training:
-            self._store_aux(q_fund, adv, fund_logits, anomaly, prompts)
-        else:
-            self.aux_outputs = {}
-
-        if ds:
-            return [outs[k] for k in range(self.n_dec)][::-1]
-        out = outs[self.full]
-        if self.return_anomaly_map:
+        logits = [outs[k] for k in out_levels][::-1] if ds else outs[self.full]
+        if not ds and self.return_anomaly_map:
             amap = anomaly[self.full]
-            if self.full in regions:
+            if regions.get(self.full):
                 amap = restrict(amap, regions[self.full][self.n_tum])
-            out = torch.cat([out, amap.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)], dim=1)
-        return out
+            logits = torch.cat([logits, amap.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)], dim=1)
+        if not with_aux:
+            return logits
+        return ZePTOutput(logits, self._aux(stage, q_fund, adv, fund_logits, anomaly, prompts))
 
     def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
         """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts).
@@ -266,10 +283,11 @@ class ZePTNetwork(nn.Module):
     def _stacked(regions: Dict[int, torch.Tensor], which: List[int]) -> torch.Tensor:
         return torch.cat([regions[i] for i in which], dim=1)
 
-    def _store_aux(self, q_fund, adv, fund_logits, anomaly, prompts) -> None:
+    def _aux(self, stage, q_fund, adv, fund_logits, anomaly, prompts) -> Dict[str, object]:
+        """The loss terms' inputs of this stage (see ZePTOutput)."""
         sw = self.switches
         aux: Dict[str, object] = {}
-        if sw["alignment"]:
+        if sw["alignment"] and stage == 2:
             tum = adv
             if tum is None and self.n_tum:
                 tum = (self.advanced_queries.unsqueeze(0).expand(q_fund.shape[0], -1, -1) if sw["disentangled"]
@@ -278,11 +296,24 @@ class ZePTNetwork(nn.Module):
             if tum is not None:
                 qs = torch.cat([qs, tum], dim=1)
             aux["align_query"], aux["align_text"], aux["logit_scale"] = self.alignment_head(qs, self.text_embeddings)
-        if self.n_bg:
+        if self.n_bg and stage == 1:
             aux["background_logits"] = fund_logits[self.full][:, self.n_org:self.n_org + self.n_bg].clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         aux["anomaly"] = torch.sigmoid(anomaly[self.full].clamp(-15.0, 15.0))   # stays inside (0, 1) in fp32
         aux["prompt_masks"] = [prompts[k] for k in self.tapped if k in prompts]
-        self.aux_outputs = aux
+        return aux
+
+
+class ZePTOutput(NamedTuple):
+    """What `ZePTNetwork.forward(x, with_aux=True)` returns.
+
+    logits: as forward without aux (a tensor, or the deep-supervision list).
+    aux:    align_query [B, Q, A], align_text [Q, A], logit_scale [] (Stage 2, alignment on);
+            background_logits [B, K, *patch] (Stage 1, background queries on);
+            anomaly [B, 1, *patch] calibrated anomaly probability at full resolution;
+            prompt_masks [B, L_k] bool per tapped level, True = blocked (Stage 2, self-prompt on).
+    """
+    logits: Union[torch.Tensor, List[torch.Tensor]]
+    aux: Dict[str, object]
 
 
 def build_zept_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,

@@ -56,3 +56,12 @@ def build_variant_network(variant: str, plans_manager, configuration_manager, ro
     for p in net.parameters():
         p.requires_grad_(id(p) in trained)
     return net, [p for p in net.parameters() if p.requires_grad]
+
+
+def forward_with_aux(net, x):
+    """(logits, aux) of a ZePT network (its aux outputs for the stage losses), (logits, {}) of a plain U-Net."""
+    from nnunetv2_zept.architectures import ZePTNetwork
+
+    if isinstance(net, ZePTNetwork):
+        return tuple(net(x, with_aux=True))
+    return net(x), {}

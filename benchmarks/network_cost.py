@@ -50,7 +50,7 @@ def _rss_bytes() -> int:
 def measure_one(variant: str, args) -> dict:
     """Build one variant, run warm-up + timed fwd/bwd steps; returns params, time, peak memory."""
     import torch
-    from bench_data import build_variant_network
+    from bench_data import build_variant_network, forward_with_aux
     from nnunetv2_zept.architectures.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
@@ -75,9 +75,8 @@ def measure_one(variant: str, args) -> dict:
                 net(x)
             return
         with torch.autocast(dev.type, enabled=(dev.type == "cuda")):
-            outs = net(x)
+            outs, aux = forward_with_aux(net, x)
             loss = sum(o.float().mean() for o in outs)
-            aux = getattr(net, "aux_outputs", {})
             if "align_query" in aux:       # the alignment loss is part of the training step
                 loss = loss + (aux["align_query"] @ aux["align_text"].T * aux["logit_scale"]).mean()
             if "background_logits" in aux:

@@ -27,6 +27,7 @@ from nnunetv2_zept.architectures.config import background_names  # noqa: E402
 from nnunetv2_zept.architectures.example_plans import make_plans, managers  # noqa: E402
 from nnunetv2_zept.losses.stage_losses import stage1_loss  # noqa: E402
 from nnunetv2_zept.roles import roles_from_dataset_json  # noqa: E402
+from bench_data import forward_with_aux  # noqa: E402
 
 REGIONS = [[1, 4], [2], [3, 5], [4], [5]]
 
@@ -85,8 +86,7 @@ def main():
         net.train()
         idx = torch.randint(0, 6, (2,))
         x, y = x_all[idx], y_all[idx]
-        outs = net(x)
-        aux = getattr(net, "aux_outputs", {}) or {}
+        outs, aux = forward_with_aux(net, x)
         loss = stage1_loss(outs, pyramid(y, len(outs)), ["c", "c"], x, aux, roles,
                            background_names(cfg["switches"]), props, background_weight=a.background_weight)
         opt.zero_grad()

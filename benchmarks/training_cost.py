@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -46,6 +45,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_machine import load_note, machine_description  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DATASET_ID = 996
@@ -212,7 +214,7 @@ def child_scaling(configs: List[dict], batch: int, iters: int, device: str, thre
     """Network-level forward+backward time (and CUDA peak memory) of plain U-Net, ZePT Stage 1 and
     Stage 2 of the same plan, for each (patch, organs, tumours) config; interleaved per config."""
     import torch
-    from bench_data import build_variant_network
+    from bench_data import build_variant_network, forward_with_aux
     from nnunetv2_zept.architectures.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
@@ -231,10 +233,9 @@ def child_scaling(configs: List[dict], batch: int, iters: int, device: str, thre
 
             def step():
                 with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-                    outs = net(x)
+                    outs, aux = forward_with_aux(net, x)
                     outs = outs if isinstance(outs, (list, tuple)) else [outs]
                     loss = sum(o.float().mean() for o in outs)
-                    aux = getattr(net, "aux_outputs", None) or {}
                     if "align_query" in aux:
                         loss = loss + (aux["align_query"] @ aux["align_text"].T).mean()
                     if "background_logits" in aux:
@@ -489,31 +490,16 @@ def merge_runs(args) -> int:
     return 0
 
 
-def _machine(device: str) -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    s = f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}"
-    if device == "cuda":
-        s += f", GPU {torch.cuda.get_device_name(0)} (mixed precision as nnU-Net trains)"
-    return s
-
 
 def write_report(results: dict, out_md: Path, args, prof: dict) -> None:
     dev = results["device"]
     tr = results["train"]
     L = [f"# Training and prediction cost: ZePT vs plain nnU-Net ({dev})", "",
          f"Command: `python benchmarks/training_cost.py {' '.join(sys.argv[1:])}`  ",
-         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {_machine(dev)}; load average before/after "
+         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {machine_description(dev)}; load average before/after "
          f"{results['load_average_before'][0]:.1f}/{results['load_average_after'][0]:.1f}"
          + (f"; {args.machine_note}" if args.machine_note else "") + ".  ",
+         load_note([results['load_average_before'][0], results['load_average_after'][0]]) + "  ",
          f"CPU threads per measured process: {args.threads or 'all cores (as nnU-Net)'}.  ",
          f"Cells: median over {prof['repeats']} repeats (min–max); every ratio is taken against plain nnU-Net "
          f"in the same repeat. Total run time {results['runtime_s'] / 60:.1f} min.", ""]

@@ -11,8 +11,10 @@ import sys
 SUBCOMMANDS = {
     "demo": "demo",
     "convert": "convert",
+    "merge": "merge",
     "texts": "texts",
     "evaluate": "evaluate",
+    "cv-report": "cv_report",
     "predict": "predict",
     "env": "env",
 }
@@ -21,8 +23,12 @@ SHORT_HELP = {
     "demo": "make the synthetic pan-tumour CT dataset, train both stages and a plain nnU-Net baseline, "
             "predict, evaluate and write a report",
     "convert": "turn a plain multi-label nnU-Net dataset into a ZePT region dataset (writes a new dataset)",
+    "merge": "merge nnU-Net datasets (MSD, KiTS, multi-organ sets) into one ZePT region dataset with partial "
+             "labels and zero-shot test cases (writes a new dataset)",
     "texts": "show the knowledge text and text encoder each class of a dataset gets; precompute embeddings",
     "evaluate": "DSC, NSD, AUROC, FPR95 and case-level detection per class for a prediction folder",
+    "cv-report": "leaderboard table of a trainer's cross-validation folds (ZePT metrics beside nnU-Net's "
+                 "summary): Markdown, JSON and a plot",
     "predict": "predict NIfTI/NRRD/MHA files or DICOM series: label maps, anomaly maps, tumour scores, DICOM SEG",
     "env": "print the `export nnUNet_extTrainer=...` line (for setups where .pth start-up hooks do not run)",
 }

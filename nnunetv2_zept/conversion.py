@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -79,7 +80,8 @@ def find_raw_dataset(dataset: Union[int, str], raw_root: Path) -> Path:
     return raw_root / hits[0]
 
 
-def _id_in_use(dataset_id: int) -> List[str]:
+def dataset_id_in_use(dataset_id: int) -> List[str]:
+    """Folders of nnUNet_raw/_preprocessed/_results that already use this dataset id."""
     prefix = "Dataset%03d_" % dataset_id
     used = []
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -397,6 +399,21 @@ def _link_or_copy(src: Path, dst: Path) -> bool:
         return False
 
 
+@contextmanager
+def staged_dataset_folder(dst: Path, error: Callable[[str, str], Exception]):
+    """A hidden sibling of `dst` to write a new dataset into: renamed to `dst` when the block succeeds,
+    removed when it fails, so no half-written dataset is ever visible in nnUNet_raw."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            raise error(f"{dst} appeared while it was being written", "choose another id with -o")
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def region_table(dataset_json: dict, roles: ClassRoles) -> str:
     labels = {k: v for k, v in dataset_json["labels"].items() if k not in IGNORED_LABEL_KEYS}
     lines = ["  ch  class                         label ids        painted as"]
@@ -420,7 +437,7 @@ def convert_dataset(source: Union[int, str], target_id: int, name: Optional[str]
     name = name or (src.name.split("_", 1)[1] + "ZePT")
     folder_name = target_folder_name(target_id, name)
     dst = raw_root / folder_name
-    used = _id_in_use(target_id) + ([f"nnUNet_raw/{folder_name}"] if dst.exists() else [])
+    used = dataset_id_in_use(target_id) + ([f"nnUNet_raw/{folder_name}"] if dst.exists() else [])
     if used:
         raise _fail(f"target dataset id {target_id} is already used ({', '.join(sorted(set(used)))}); "
                     "convert never overwrites a dataset", "choose an unused id with -o")
@@ -445,10 +462,8 @@ def convert_dataset(source: Union[int, str], target_id: int, name: Optional[str]
     target_json, roles = build_zept_dataset_json(source_json, options, present, sorted(found), log)
     _note_unannotated_voxels(found, target_json, roles, log)
 
-    # write into a hidden sibling and rename at the end: no half-written dataset is ever visible
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder_name}.partial-", dir=raw_root))
-    result = ConversionResult(tmp, target_json, roles)
-    try:
+    with staged_dataset_folder(dst, _fail) as tmp:
+        result = ConversionResult(tmp, target_json, roles)
         for sub in CONVERTED_FOLDERS + COPIED_FOLDERS:
             if not (src / sub).is_dir():
                 continue
@@ -472,11 +487,5 @@ def convert_dataset(source: Union[int, str], target_id: int, name: Optional[str]
                                              else [written["labels"][k]])]
         assert len(written["regions_class_order"]) == n
         roles_from_dataset_json(written, present_channels)
-        if dst.exists():
-            raise _fail(f"{dst} appeared while converting", "choose another id with -o")
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.folder = dst
     return result

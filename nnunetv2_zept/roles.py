@@ -17,8 +17,14 @@ block of `dataset.json`:
       "sources": {
         "lits":  {"case_prefix": "LITS_", "annotates": ["liver", "liver_tumour"]},
         "kits":  {"cases": ["KITS_001", "KITS_002"], "annotates": ["kidney_right", "kidney_left", "kidney_tumour"]}
+      },
+      "test_sources": {
+        "msd_lung": {"case_prefix": "lung_", "annotates": ["lung_tumour"]}
       }
     }
+
+`test_sources` has the format of `sources` and describes held-out cases (imagesTs/labelsTs), which
+may annotate zero-shot classes only; training never reads it, evaluation does.
 
 Without the block, roles are read from class names (see `infer_roles`).  Every problem is
 reported as a `ZePTConfigError` that names the key, the value and the fix.
@@ -99,6 +105,8 @@ class ClassRoles:
     texts: Dict[str, str] = field(default_factory=dict)   # class name -> knowledge text override
     sources: List[CaseSource] = field(default_factory=list)
     inferred: bool = False                 # True when read from class names (no zept block)
+    # held-out cases (zept.test_sources): read by evaluation only, so not serialised with to_dict
+    test_sources: List[CaseSource] = field(default_factory=list)
 
     @property
     def num_channels(self) -> int:
@@ -159,6 +167,10 @@ class ClassRoles:
         for s in self.sources:
             sel = f"prefix {s.case_prefix!r}" if s.case_prefix else f"{len(s.cases or [])} listed cases"
             lines.append(f"  source {s.name} ({sel}) annotates: " + ", ".join(self.names[c] for c in s.annotates))
+        for s in self.test_sources:
+            sel = f"prefix {s.case_prefix!r}" if s.case_prefix else f"{len(s.cases or [])} listed cases"
+            lines.append(f"  test source {s.name} ({sel}) annotates: "
+                         + ", ".join(self.names[c] for c in s.annotates))
         return "\n".join(lines)
 
 
@@ -203,7 +215,7 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
     block = dataset_json["zept"]
     if not isinstance(block, dict):
         raise _err("zept", block, "must be an object", "see docs/dataset.md for the format")
-    known = {"organs", "tumours", "texts", "sources", "text_encoder"}
+    known = {"organs", "tumours", "texts", "sources", "test_sources", "text_encoder"}
     for k in block:
         if k not in known:
             raise _err(f"zept.{k}", block[k], "unknown key", f"use only {sorted(known)}")
@@ -258,7 +270,7 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
     if unassigned:
         raise _err("zept", unassigned, "these classes of `labels` are neither in zept.organs nor in zept.tumours",
                    "give every class a role")
-    for key in ("texts", "sources"):
+    for key in ("texts", "sources", "test_sources"):
         if key in block and not isinstance(block[key], dict):
             raise _err(f"zept.{key}", block[key], "must be an object keyed by name",
                        '{"<class name>": "<text>"}' if key == "texts" else '{"<source>": {"case_prefix": ..., "annotates": [...]}}')
@@ -272,27 +284,37 @@ def parse_zept_block(dataset_json: dict) -> ClassRoles:
         if not isinstance(text, str) or not text.strip():
             raise _err(f"zept.texts.{cname}", text, "must be a non-empty string", "write a knowledge paragraph")
         texts[cname] = text
+    sources = _parse_sources(block, "sources", names, zero_shot)
+    test_sources = _parse_sources(block, "test_sources", names, zero_shot)
+    return ClassRoles(names, organs, tumours, hosts, zero_shot, texts=texts, sources=sources,
+                      test_sources=test_sources)
+
+
+def _parse_sources(block: dict, key: str, names: Sequence[str], zero_shot: Sequence[int]) -> List[CaseSource]:
+    """`zept.sources` (training cases) or `zept.test_sources` (held-out cases, which may annotate
+    zero-shot classes only)."""
     sources = []
-    for sname, spec in (block.get("sources") or {}).items():
+    for sname, spec in (block.get(key) or {}).items():
         if not isinstance(spec, dict):
-            raise _err(f"zept.sources.{sname}", spec, "must be an object", '{"case_prefix": "...", "annotates": [...]}')
+            raise _err(f"zept.{key}.{sname}", spec, "must be an object", '{"case_prefix": "...", "annotates": [...]}')
         ann = spec.get("annotates")
         if not isinstance(ann, list) or not ann:
-            raise _err(f"zept.sources.{sname}.annotates", ann, "a case source must annotate at least one class",
+            raise _err(f"zept.{key}.{sname}.annotates", ann, "a case source must annotate at least one class",
                        "list the classes this source's labels contain, or remove the source")
-        aidx = [_index(names, a, f"zept.sources.{sname}.annotates[]") for a in ann]
+        aidx = [_index(names, a, f"zept.{key}.{sname}.annotates[]") for a in ann]
         prefix, cases = spec.get("case_prefix"), spec.get("cases")
         if prefix is None and cases is None:
-            raise _err(f"zept.sources.{sname}", spec, "says neither `case_prefix` nor `cases`",
+            raise _err(f"zept.{key}.{sname}", spec, "says neither `case_prefix` nor `cases`",
                        "add a case-id prefix or a list of case ids")
         for k in spec:
             if k not in ("annotates", "case_prefix", "cases"):
-                raise _err(f"zept.sources.{sname}.{k}", spec[k], "unknown key", "use annotates, case_prefix, cases")
-        if all(a in zero_shot for a in aidx):
+                raise _err(f"zept.{key}.{sname}.{k}", spec[k], "unknown key", "use annotates, case_prefix, cases")
+        if key == "sources" and all(a in zero_shot for a in aidx):
             raise _err(f"zept.sources.{sname}.annotates", ann, "lists only zero-shot classes, so the source "
-                       "annotates nothing that is trained", "list the classes its labels really contain")
+                       "annotates nothing that is trained", "list the classes its labels really contain, or "
+                       "move the source to zept.test_sources if its cases are held-out test cases")
         sources.append(CaseSource(sname, aidx, prefix, list(cases) if cases is not None else None))
-    return ClassRoles(names, organs, tumours, hosts, zero_shot, texts=texts, sources=sources)
+    return sources
 
 
 def roles_from_dataset_json(dataset_json: dict, present_channels: Optional[Iterable[int]] = None) -> ClassRoles:

@@ -68,3 +68,44 @@ def test_grouping_inside_the_network_assigns_every_voxel_of_every_level():
         assert a.shape == (1, n_vox) and a.max() < n_fund
         assert torch.equal(a, g.last_assignment)
     assert torch.equal(y1, y2)
+
+
+def _token_side_attention(m, q, kv, blocked):
+    """Multi-head attention as defined: keys and values projected from every token."""
+    b, nq, d = q.shape
+    qh, kh, vh = m._split(m.q(q)), m._split(m.k(kv)), m._split(m.v(kv))
+    s = qh @ kh.transpose(-1, -2) / (d // m.heads) ** 0.5
+    if blocked is not None:
+        bl = blocked[:, None, :].expand(b, nq, blocked.shape[-1])
+        s = s.masked_fill((bl & ~bl.all(-1, keepdim=True))[:, None], float("-inf"))
+    return m.out((s.softmax(-1) @ vh).transpose(1, 2).reshape(b, nq, d))
+
+
+def test_query_side_attention_equals_the_token_side_definition():
+    from nnunetv2_zept.architectures.attention_blocks import MultiHeadAttention
+
+    torch.manual_seed(0)
+    m = MultiHeadAttention(64, 8).double()
+    q, kv = torch.randn(2, 5, 64, dtype=torch.float64), torch.randn(2, 300, 64, dtype=torch.float64)
+    blocked = torch.rand(2, 300) > 0.5
+    blocked[1] = True                                    # a fully blocked sample is unblocked everywhere
+    assert m.heads * q.shape[1] < q.shape[2]             # the shapes take the query-side evaluation
+    for bl in (None, blocked):
+        torch.testing.assert_close(m(q, kv, bl), _token_side_attention(m, q, kv, bl), rtol=1e-12, atol=1e-12)
+    # every parameter keeps a gradient (DDP without find_unused_parameters needs it)
+    m(q, kv, blocked).sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_grouping_without_token_projections_equals_the_definition():
+    torch.manual_seed(0)
+    blk = GroupingBlock(32, 4).double().eval()
+    q, tok = torch.randn(2, 6, 32, dtype=torch.float64), torch.randn(2, 300, 32, dtype=torch.float64)
+    out = blk(q, tok)
+    # the definition: keys and values projected from every token
+    qc = blk.cross_ffn(blk.cross(q, tok))
+    k, v, qa = blk.assign_k(tok), blk.assign_v(tok), blk.assign_q(qc)
+    w, _ = hard_assignment(torch.bmm(qa, k.transpose(1, 2)) / 32 ** 0.5, False)
+    w = w / (w.sum(-1, keepdim=True) + blk.assign_eps)
+    ref = blk.out_ffn(qc + blk.assign_out(torch.bmm(w, v)))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)

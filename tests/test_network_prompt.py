@@ -109,8 +109,7 @@ def test_network_prompt_masks_are_detached_bool_and_never_fully_blocked():
     net = build_zept_network(pm, cm, 1, roles.num_channels, True,
                              default_zept_config(roles, 16, hidden_dim=32, num_heads=4, min_level_downsampling=2)).train()
     net.set_stage(2)
-    net(torch.randn(2, 1, 32, 32, 32))
-    masks = net.aux_outputs["prompt_masks"]
+    masks = net(torch.randn(2, 1, 32, 32, 32), with_aux=True).aux["prompt_masks"]
     assert len(masks) == len(net.tapped) == 2
     for m, k in zip(masks, net.tapped):
         n = 1

@@ -1,4 +1,4 @@
-"""Contract of the ZePT network (notes/network_contract.md): outputs, aux outputs, stages, state."""
+"""Contract of the ZePT network (docs/architecture.md): outputs, aux outputs, stages, state."""
 import json
 
 import pytest
@@ -25,10 +25,9 @@ def _net(ds=True, **switches):
     return net, pm, cm, cfg
 
 
-def _stage_loss(net, outs, stage):
+def _stage_loss(outs, aux, stage):
     """A loss on the stage's outputs, as the trainers build it (all channels + the stage's aux terms)."""
     loss = sum(o.sigmoid().mean() * (0.5 ** i) for i, o in enumerate(outs))
-    aux = net.aux_outputs
     if "background_logits" in aux:
         loss = loss + aux["background_logits"].sigmoid().mean()
     if stage == 2 and "align_query" in aux:
@@ -103,21 +102,56 @@ def test_prediction_output_equals_the_full_resolution_output_of_the_all_levels_p
 
 def test_training_outputs_and_aux_outputs():
     net, _, cm, _ = _net()
+    x = torch.randn(2, 1, *PATCH)
     net.train()
-    outs = net(torch.randn(2, 1, *PATCH))
+    # plain forward: what nnU-Net expects (the deep-supervision list), nothing else
+    outs = net(x)
     assert isinstance(outs, list) and len(outs) == 3 and outs[0].shape == (2, 5, *PATCH)
-    aux = net.aux_outputs
+    # Stage 1 trains organs and background tissue: its aux holds the tissue logits, no alignment or prompts
+    outs, aux = net(x, with_aux=True)
+    assert isinstance(outs, list) and len(outs) == 3 and outs[0].shape == (2, 5, *PATCH)
+    assert aux["background_logits"].shape == (2, 4, *PATCH) and "align_query" not in aux
+    assert aux["anomaly"].shape == (2, 1, *PATCH) and aux["anomaly"].min() > 0 and aux["anomaly"].max() < 1
+    assert aux["prompt_masks"] == []
+    # ... and does not compute its untrained tumour channels
+    assert all((o[:, [1, 3]] == -30).all() for o in outs)
+    # Stage 2 trains the tumour queries and the alignment
+    net.set_stage(2)
+    outs, aux = net(x, with_aux=True)
     assert aux["align_query"].shape == (2, 9, SMALL["align_dim"]) and aux["align_text"].shape == (9, SMALL["align_dim"])
     torch.testing.assert_close(aux["align_query"].norm(dim=-1), torch.ones(2, 9))
     torch.testing.assert_close(aux["align_text"].norm(dim=-1), torch.ones(9))
     assert aux["logit_scale"].ndim == 0 and 1.0 < aux["logit_scale"].detach().item() <= 100.0
-    assert aux["background_logits"].shape == (2, 4, *PATCH)
-    assert aux["anomaly"].shape == (2, 1, *PATCH) and aux["anomaly"].min() > 0 and aux["anomaly"].max() < 1
-    assert all(m.dtype == torch.bool for m in aux["prompt_masks"])
-    # Stage 1: tumour channels are the (restricted) anomaly logit, identical for both tumour types
-    # where both hosts' regions agree, and -30 outside the dilated host organ
+    assert "background_logits" not in aux
+    assert len(aux["prompt_masks"]) == len(net.tapped) and all(m.dtype == torch.bool for m in aux["prompt_masks"])
+    # eval (validation, prediction): a Stage 1 model's tumour channels are the anomaly logit restricted
+    # to the dilated host organ (-30 outside it), identical for both tumour types where their regions agree
+    net.set_stage(1)
+    net.eval()
+    with torch.no_grad():
+        outs, aux = net(x, with_aux=True)
     t = outs[0][:, [1, 3]]
+    assert (t > -30).any()
     assert ((t == -30) | (t - torch.logit(aux["anomaly"].clamp(1e-6, 1 - 1e-6)).clamp(-30, 30)).abs().lt(1e-3)).all()
+
+
+def test_stage2_training_builds_no_graph_through_the_frozen_stage1_part():
+    net, _, _, _ = _net()
+    for p in net.stage1_parameters():
+        p.requires_grad_(False)
+    net.set_stage(2)
+    net.train()
+    outs, aux = net(torch.randn(1, 1, *PATCH), with_aux=True)
+    _stage_loss(outs, aux, 2).backward()
+    assert all(p.grad is None for p in net.stage1_parameters())
+    assert all(p.grad is not None for p in net.stage2_parameters())
+    # with Stage 1 trainable (e.g. a user fine-tuning everything) the graph reaches it again
+    for p in net.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+    outs, aux = net(torch.randn(1, 1, *PATCH), with_aux=True)
+    _stage_loss(outs, aux, 2).backward()
+    assert net.encoder.stages[0][0].convs[0].conv.weight.grad is not None
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -132,7 +166,7 @@ def test_stage_parameter_sets_are_disjoint_cover_all_and_all_get_gradients(stage
         p.requires_grad_(id(p) in train)
     net.set_stage(stage)
     net.train()
-    _stage_loss(net, net(torch.randn(2, 1, *PATCH)), stage).backward()
+    _stage_loss(*net(torch.randn(2, 1, *PATCH), with_aux=True), stage).backward()
     names = {id(p): n for n, p in net.named_parameters()}
     missing = [names[i] for i in train if next(p for p in net.parameters() if id(p) == i).grad is None]
     assert not missing, f"trainable parameters without gradient (DDP would fail): {missing}"
@@ -154,14 +188,14 @@ def test_ablation_switches_run_and_keep_gradient_coverage(switches):
             p.grad = None
         net.set_stage(stage)
         net.train()
-        outs = net(torch.randn(1, 1, *PATCH))
+        outs, aux = net(torch.randn(1, 1, *PATCH), with_aux=True)
         assert all(torch.isfinite(o).all() for o in outs)
-        _stage_loss(net, outs, stage).backward()
+        _stage_loss(outs, aux, stage).backward()
         assert all(p.grad is not None for p in net.parameters() if id(p) in train), (switches, stage)
-    if not switches.get("alignment", True):
-        assert "align_query" not in net.aux_outputs
-    if switches.get("background_queries") == "none":
-        assert "background_logits" not in net.aux_outputs
+        if not switches.get("alignment", True):
+            assert "align_query" not in aux
+        if switches.get("background_queries") == "none":
+            assert "background_logits" not in aux
 
 
 def test_channel_masked_out_of_the_loss_gets_exactly_zero_gradient():
@@ -203,9 +237,8 @@ def test_autocast_keeps_outputs_finite_and_float32():
     net.set_stage(2)
     net.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        outs = net(torch.randn(1, 1, *PATCH))
+        outs, aux = net(torch.randn(1, 1, *PATCH), with_aux=True)
     assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
-    aux = net.aux_outputs
     assert aux["align_query"].dtype == torch.float32 and aux["anomaly"].dtype == torch.float32
 
 

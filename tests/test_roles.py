@@ -209,7 +209,7 @@ def test_docs_dataset_json_example_is_valid():
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "dataset.md").read_text()
-    example, roles_file = _json_blocks(doc)
+    example, roles_file = _json_blocks(doc)[:2]   # then the merge mapping-file example
     # no voxels of pancreas_tumour (channel 7) in training
     r = roles_from_dataset_json(example, present_channels=range(7))
     assert r.names[7] == "pancreas_tumour" and r.zero_shot == [7] and r.hosts[6] == [2, 3]

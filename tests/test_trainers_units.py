@@ -37,6 +37,35 @@ def test_unannotated_channels_get_exactly_zero_gradient():
     assert torch.all(g[valid == 1] > 0)
 
 
+def _reference_masked_bce_dice(logits, target, valid, weight=None):
+    """The loss written out pair by pair (the definition masked_bce_dice must keep)."""
+    bce, dice = [], []
+    w_all = torch.ones_like(logits) if weight is None else weight
+    for b in range(logits.shape[0]):
+        for c in range(logits.shape[1]):
+            if not valid[b, c]:
+                continue
+            x, y, w = logits[b, c], target[b, c], w_all[b, c]
+            bce.append((torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none") * w).sum()
+                       / w.sum().clamp_min(1.0))
+            if (y * w).sum() > 0:
+                p = torch.sigmoid(x) * w
+                dice.append(1 - 2 * (p * y * w).sum() / (p.sum() + (y * w).sum() + 1.0))
+    return torch.stack(bce).mean() + (torch.stack(dice).mean() if dice else 0.0)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_masked_loss_equals_its_pair_by_pair_definition(weighted):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 5, 4, 5, 6, generator=g) * 3
+    target = (torch.rand(3, 5, 4, 5, 6, generator=g) > 0.7).float()
+    target[1, 2] = 0                                   # a valid pair without reference voxels
+    valid = torch.tensor([[1, 0, 0, 1, 0], [1, 0, 1, 1, 0], [0, 0, 0, 1, 0]], dtype=torch.float32)
+    weight = (torch.rand(3, 5, 4, 5, 6, generator=g) > 0.2).float() if weighted else None
+    torch.testing.assert_close(masked_bce_dice(logits, target, valid, weight),
+                               _reference_masked_bce_dice(logits, target, valid, weight))
+
+
 def test_all_masked_batch_is_zero_and_keeps_graph():
     logits = torch.randn(1, 5, 4, 4, 4, requires_grad=True)
     loss = masked_bce_dice(logits, torch.zeros_like(logits), torch.zeros(1, 5))
@@ -137,13 +166,13 @@ def _ddp_worker(rank, world, port, result_queue):
             g = torch.Generator().manual_seed(rank)
             for _ in range(2):   # an unused parameter makes the *second* step raise
                 x = torch.randn(1, 1, 32, 32, 32, generator=g)
-                outs = ddp(x)
+                outs, aux = ddp(x, with_aux=True)
                 tg = [(torch.rand(o.shape, generator=g) > 0.7).float() for o in outs]
                 keys = [f"A_{rank}" if stage == 2 else f"B_{rank}"]
                 if stage == 1:
-                    loss = stage1_loss(outs, tg, keys, x, net.aux_outputs, ROLES, background_names(cfg["switches"]), props)
+                    loss = stage1_loss(outs, tg, keys, x, aux, ROLES, background_names(cfg["switches"]), props)
                 else:
-                    loss = stage2_loss(outs, tg, keys, net.aux_outputs, ROLES)
+                    loss = stage2_loss(outs, tg, keys, aux, ROLES)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

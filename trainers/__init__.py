@@ -1,5 +1,5 @@
 """The nnU-Net trainer classes of the plugin, found by name by the stock nnU-Net commands."""
-from nnunetv2_zept.trainers.baseline import nnUNetTrainerZePTBaseline
+from nnunetv2_zept.trainers.baseline import nnUNetTrainerZePTBaseline, nnUNetTrainerZePTBaselineAdamW
 from nnunetv2_zept.trainers.stage1 import nnUNetTrainerZePTStage1
 from nnunetv2_zept.trainers.stage2 import nnUNetTrainerZePTStage2
 from nnunetv2_zept.trainers.variants import (
@@ -15,6 +15,7 @@ __all__ = [
     "nnUNetTrainerZePTStage1",
     "nnUNetTrainerZePTStage2",
     "nnUNetTrainerZePTBaseline",
+    "nnUNetTrainerZePTBaselineAdamW",
     "nnUNetTrainerZePTStage1_100epochs",
     "nnUNetTrainerZePTStage1_250epochs",
     "nnUNetTrainerZePTStage1_ignoreTumourVoxels",

@@ -1,11 +1,13 @@
-"""Settings every trainer of the plugin shares, the ZePT stages and the plain baseline alike, so
+"""Settings every trainer of the plugin shares, the ZePT stages and the plain baselines alike, so
 that a comparison between them differs only in the method; and how they stop on bad input and
 load checkpoints (safely, see docs/input-checks.md)."""
 import functools
 import io
 import os
+import random
 from typing import Union
 
+import numpy as np
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -14,6 +16,7 @@ ENV_EPOCHS = "NNUNETV2_ZEPT_EPOCHS"
 ENV_ITERATIONS = "NNUNETV2_ZEPT_ITERATIONS"
 ENV_VAL_ITERATIONS = "NNUNETV2_ZEPT_VAL_ITERATIONS"
 ENV_SAVE_EVERY = "NNUNETV2_ZEPT_SAVE_EVERY"
+ENV_SEED = "NNUNETV2_ZEPT_SEED"
 _SAFE_FLAG = "_nnunetv2_zept_safe_loader"
 
 
@@ -22,7 +25,7 @@ class TrainerStop(SystemExit):
 
     nnU-Net prints the traceback of any exception that reaches `nnUNetv2_train`.  A SystemExit
     whose code is a text ends the command with exit status 1 and that text as the only line on
-    stderr, in the main process and in DDP workers alike."""
+    stderr (a DDP worker prints it and exits with 1)."""
 
     def __init__(self, message: str):
         one_line = " ".join(ln.strip() for ln in str(message).splitlines() if ln.strip())
@@ -42,6 +45,19 @@ def _env_int(name: str):
         raise TrainerStop(f"{name}={value!r} is not a positive whole number; set it to one (e.g. {name}=2) or "
                           f"unset it for the trainer's default")
     return v
+
+
+def _env_seed() -> "int | None":
+    value = os.environ.get(ENV_SEED, "")
+    if value == "":
+        return None
+    try:
+        seed = int(value)
+    except ValueError:
+        raise TrainerStop(f"{ENV_SEED}={value!r} is not an integer; set a seed such as 0, or unset it") from None
+    if not 0 <= seed < 2 ** 31:
+        raise TrainerStop(f"{ENV_SEED}={value!r} must lie in [0, 2**31); set a seed such as 0, or unset it")
+    return seed
 
 
 def _checked_checkpoint(path: str) -> bytes:
@@ -87,7 +103,14 @@ def _guard_pretrained_weights() -> None:
 
 
 class PluginTrainerSettings(nnUNetTrainer):
-    """Training length from the environment, no mirroring, no torch.compile, safe checkpoints."""
+    """Training length from the environment, no mirroring, no torch.compile, optional seed, safe
+    checkpoints.
+
+    NNUNETV2_ZEPT_SEED=N seeds Python, NumPy and torch before the network is built, and the data
+    augmentation workers, so that a seed reproduces its run on the same machine with nnUNet_n_proc_DA
+    0 or 1 (several workers deliver batches in the order they finish, which no seed fixes).
+    nnU-Net itself does not seed its trainings.
+    """
 
     DEFAULT_EPOCHS = 1000
 
@@ -95,13 +118,32 @@ class PluginTrainerSettings(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         # read before nnU-Net creates the output folder and log file: a bad value leaves nothing behind
         lengths = {name: _env_int(name) for name in (ENV_EPOCHS, ENV_ITERATIONS, ENV_VAL_ITERATIONS, ENV_SAVE_EVERY)}
+        seed = _env_seed()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = lengths[ENV_EPOCHS] or self.DEFAULT_EPOCHS
         for name, attribute in ((ENV_ITERATIONS, "num_iterations_per_epoch"),
                                 (ENV_VAL_ITERATIONS, "num_val_iterations_per_epoch"), (ENV_SAVE_EVERY, "save_every")):
             if lengths[name] is not None:
                 setattr(self, attribute, lengths[name])
+        self.seed = seed
+        if self.seed is not None:
+            # every DDP rank draws other patches; torch gets the same seed on every rank (same initial weights)
+            random.seed(self.seed + self.local_rank)
+            np.random.seed(self.seed + self.local_rank)
+            torch.manual_seed(self.seed)
+            self.print_to_log_file(f"{ENV_SEED}={self.seed}: Python, NumPy and torch seeded")
         _guard_pretrained_weights()
+
+    def get_dataloaders(self):
+        train, val = super().get_dataloaders()
+        if self.seed is not None:
+            for i, gen in enumerate((train, val)):
+                if getattr(gen, "seeds", None) is not None and hasattr(gen, "_finish"):
+                    # nnU-Net starts its augmentation workers unseeded: restart them with seeds
+                    gen._finish()
+                    gen.seeds = [self.seed * 1000 + 100 * i + 10 * self.local_rank + w for w in range(len(gen.seeds))]
+                    next(gen)
+        return train, val
 
     def _do_i_compile(self):
         # Gumbel sampling and data-dependent attention masks break graph capture (and the baseline

@@ -6,7 +6,7 @@ import torch
 from nnunetv2_zept.architectures.config import background_names
 from nnunetv2_zept.losses.stage_losses import stage1_loss
 from nnunetv2_zept.training.synthetic_lesions import LesionRecipe, add_synthetic_lesions, lesions_active
-from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
+from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase
 
 
 class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
@@ -24,7 +24,6 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
 
     STAGE = 1
     DEFAULT_EPOCHS = 1000
-    INITIAL_LR = 1e-3
     # "negative" (project default) or "ignore" (paper-style: tumour voxels excluded from the organ loss)
     HEALTHY_ORGAN_MODE = "negative"
     SYNTHETIC_LESIONS = LesionRecipe()
@@ -45,9 +44,8 @@ class nnUNetTrainerZePTStage1(nnUNetTrainerZePTBase):
                                                 self.plans_manager.foreground_intensity_properties_per_channel["0"], recipe)
         return data, target
 
-    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
-        net = unwrap(self.network)
-        return stage1_loss(output, target, keys, data, getattr(net, "aux_outputs", None) or {}, self.roles,
+    def compute_loss(self, output, aux, target, keys, data, parts=None) -> torch.Tensor:
+        return stage1_loss(output, target, keys, data, aux, self.roles,
                            background_names(self.zept_config["switches"]),
                            self.plans_manager.foreground_intensity_properties_per_channel["0"],
                            self.HEALTHY_ORGAN_MODE, parts=parts)

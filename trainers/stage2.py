@@ -24,7 +24,6 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
 
     STAGE = 2
     DEFAULT_EPOCHS = 500
-    INITIAL_LR = 1e-3
     ALIGNMENT_WEIGHT = 1.0
 
     def trained_parameters(self, network) -> List[torch.nn.Parameter]:
@@ -33,8 +32,7 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
     def validated_channels(self) -> List[int]:
         return list(self.roles.seen_tumours)
 
-    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
-        aux = getattr(unwrap(self.network), "aux_outputs", None) or {}
+    def compute_loss(self, output, aux, target, keys, data, parts=None) -> torch.Tensor:
         return stage2_loss(output, target, keys, aux, self.roles, self.ALIGNMENT_WEIGHT, parts=parts)
 
     def on_train_start(self):

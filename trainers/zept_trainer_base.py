@@ -20,6 +20,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
+from nnunetv2_zept.training.lr_schedule import ADAMW_LR, ADAMW_WEIGHT_DECAY, WARMUP_FRACTION, adamw_warmup_cosine
 from nnunetv2_zept.training.present_classes import present_channels
 from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings, TrainerStop
 
@@ -39,9 +40,9 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
 
     STAGE = 0
     DEFAULT_EPOCHS = 1000
-    INITIAL_LR = 1e-3
-    WEIGHT_DECAY = 1e-4
-    WARMUP_FRACTION = 0.05
+    INITIAL_LR = ADAMW_LR
+    WEIGHT_DECAY = ADAMW_WEIGHT_DECAY
+    WARMUP_FRACTION = WARMUP_FRACTION
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -106,8 +107,6 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         raise NotImplementedError
 
     def configure_optimizers(self):
-        from nnunetv2_zept.training.lr_schedule import WarmupCosineLR
-
         net = unwrap(self.network)
         net.set_text_embeddings(torch.as_tensor(self.text_embeddings.embeddings, dtype=torch.float32))
         net.set_stage(self.STAGE)
@@ -118,9 +117,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         n_frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
         self.print_to_log_file(f"ZePT stage {self.STAGE}: training {sum(p.numel() for p in params):,} parameters, "
                                f"{n_frozen:,} frozen")
-        optimizer = torch.optim.AdamW(params, lr=self.initial_lr, weight_decay=self.weight_decay)
-        warmup = int(round(self.WARMUP_FRACTION * self.num_epochs))
-        return optimizer, WarmupCosineLR(optimizer, self.num_epochs, warmup)
+        return adamw_warmup_cosine(params, self.num_epochs, self.initial_lr, self.weight_decay, self.WARMUP_FRACTION)
 
     def _build_loss(self):
         # the loss needs the case keys (partial labels) and the input (tissue pseudo-labels), which
@@ -128,8 +125,10 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         return None
 
     # ----------------------------------------------------------------------------- loss
-    def compute_loss(self, output, target, keys, data, parts=None) -> torch.Tensor:
-        """The stage's loss; `parts` (a dict, if given) receives each of its terms for the epoch log."""
+    def compute_loss(self, output: List[torch.Tensor], aux: dict, target: List[torch.Tensor], keys, data,
+                     parts=None) -> torch.Tensor:
+        """The stage's loss on the network's logits pyramid and its aux outputs (ZePTOutput);
+        `parts` (a dict, if given) receives each of its terms for the epoch log."""
         raise NotImplementedError
 
     PART_PREFIX = "loss_part_"
@@ -163,9 +162,9 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         self.optimizer.zero_grad(set_to_none=True)
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx:
-            output = self._as_list(self.network(data))
+            output, aux = self.network(data, with_aux=True)
             parts = {}
-            loss = self.compute_loss(output, target, batch["keys"], data, parts)
+            loss = self.compute_loss(self._as_list(output), aux, target, batch["keys"], data, parts)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -183,10 +182,10 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         target = [t.to(self.device, non_blocking=True) for t in self._as_list(batch["target"])]
         ctx = torch.autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
         with ctx, torch.no_grad():
-            output = self._as_list(self.network(data))
-            # eval mode gives full resolution only; score it against the full-resolution target
+            output, aux = self.network(data, with_aux=True)
+            output = self._as_list(output)
             parts = {}
-            loss = self.compute_loss(output, target[: len(output)], batch["keys"], data, parts)
+            loss = self.compute_loss(output, aux, target[: len(output)], batch["keys"], data, parts)
         pred = (torch.sigmoid(output[0].float()) > 0.5).long()
         axes = [0] + list(range(2, pred.ndim))
         tp, fp, fn, _ = get_tp_fp_fn_tn(pred, target[0], axes=axes)

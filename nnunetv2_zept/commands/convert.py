@@ -40,15 +40,21 @@ def add_arguments(parser):
                              "apply on top")
 
 
+def host_arguments(values, error):
+    """`--host TUMOUR ORGAN [ORGAN ...]` (repeated) -> {tumour: [organs]}; `error` is the command's error class."""
+    hosts = {}
+    for h in values:
+        if len(h) < 2:
+            raise error(f"--host {' '.join(h)!r} needs a tumour and at least one organ. "
+                        "Fix: write --host liver_tumour liver")
+        hosts[h[0]] = h[1:]
+    return hosts
+
+
 def _options(args):
     from nnunetv2_zept.conversion import CaseSourceSpec, ConversionError, ConversionOptions, load_roles_override
 
-    hosts = {}
-    for h in args.host:
-        if len(h) < 2:
-            raise ConversionError(f"--host {' '.join(h)!r} needs a tumour and at least one organ. "
-                                  "Fix: write --host liver_tumour liver")
-        hosts[h[0]] = h[1:]
+    hosts = host_arguments(args.host, ConversionError)
     sources = []
     for s in args.case_source:
         if len(s) < 3:

@@ -42,8 +42,9 @@ def _nanmean(values) -> float:
 
 def evaluated_channels(roles: ClassRoles, case_id: str) -> List[int]:
     """Classes whose reference is annotated in this case: the `annotates` list of the matching
-    `zept.sources` entry (zero-shot tumours included: test labels hold them), else all classes."""
-    for s in roles.sources:
+    `zept.sources` or `zept.test_sources` entry (zero-shot tumours included: test labels hold
+    them), else all classes."""
+    for s in list(roles.sources) + list(roles.test_sources):
         if s.matches(case_id):
             return sorted(s.annotates)
     return list(range(roles.num_channels))

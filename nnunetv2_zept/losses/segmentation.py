@@ -24,22 +24,36 @@ def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Ten
     taught by BCE alone (false positives), the others by both terms.
     Computed in float32: the sums over a 3D patch overflow float16.
     """
+    b, c = logits.shape[:2]
+    valid = valid.detach().to(dtype=torch.float32).reshape(b, c)
+    # only channels that some case trains: the others contribute exactly zero, and in Stage 2 they are
+    # most channels (organs, zero-shot tumours); selecting them also keeps their gradient exactly zero
+    cols = torch.nonzero(valid.cpu().amax(0) > 0).flatten()
+    if cols.numel() == 0:
+        # keep the graph connected so every parameter still receives a (zero) gradient
+        return logits.float().sum() * 0.0
+    valid = valid.to(logits.device)
+    if cols.numel() < c:
+        cols = cols.to(logits.device)
+        logits, target, valid = logits.index_select(1, cols), target.index_select(1, cols), valid[:, cols]
+        if voxel_weight is not None:
+            voxel_weight = voxel_weight.index_select(1, cols)
     logits = logits.float()
     target = target.float()
-    b, c = logits.shape[:2]
-    valid = valid.to(device=logits.device, dtype=torch.float32).reshape(b, c)
     n_valid = valid.sum()
-    if n_valid == 0:
-        # keep the graph connected so every parameter still receives a (zero) gradient
-        return logits.sum() * 0.0
-    w = torch.ones_like(logits) if voxel_weight is None else voxel_weight.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w
-    bce = bce.flatten(2).sum(-1) / w.flatten(2).sum(-1).clamp_min(1.0)                   # [B, C]
-    p = torch.sigmoid(logits) * w
-    y = target * w
+    p = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if voxel_weight is None:
+        bce = bce.flatten(2).mean(-1)                                                        # [B, C']
+        y = target
+    else:
+        w = voxel_weight.float()
+        bce = (bce * w).flatten(2).sum(-1) / w.flatten(2).sum(-1).clamp_min(1.0)
+        p = p * w
+        y = target * w
     inter = (p * y).flatten(2).sum(-1)
     y_sum = y.flatten(2).sum(-1)
-    dice = 1.0 - 2.0 * inter / (p.flatten(2).sum(-1) + y_sum + smooth)                  # [B, C]
+    dice = 1.0 - 2.0 * inter / (p.flatten(2).sum(-1) + y_sum + smooth)                  # [B, C']
     has_reference = valid * (y_sum > 0).float()
     dice_term = (dice * has_reference).sum() / has_reference.sum().clamp_min(1.0)
     return (bce * valid).sum() / n_valid + dice_term

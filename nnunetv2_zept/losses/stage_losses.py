@@ -22,7 +22,7 @@ def stage1_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     on the tiny benchmark problem, 0.86 after 10 steps at 0.1; benchmarks/stage1_learning_speed.py).
     parts: if given, receives each term (detached, unweighted) under "organ" and "background_tissue".
     """
-    valid = validity_mask(keys, roles, roles.organs).to(outputs[0].device)
+    valid = validity_mask(keys, roles, roles.organs)
     healthy = [healthy_organ_targets(t, roles, healthy_mode) for t in targets]
     weights = None if healthy[0][1] is None else [w for _, w in healthy]
     loss = masked_deep_supervision_loss(outputs, [t for t, _ in healthy], valid, weights)
@@ -48,7 +48,7 @@ def stage2_loss(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     parts: if given, receives each term (detached, unweighted) under "tumour_mask" and "alignment"."""
     from nnunetv2_zept.losses.alignment import alignment_loss
 
-    valid = validity_mask(keys, roles, roles.seen_tumours).to(outputs[0].device)
+    valid = validity_mask(keys, roles, roles.seen_tumours)
     loss = masked_deep_supervision_loss(outputs, targets, valid)
     _record(parts, "tumour_mask", loss)
     if alignment_weight > 0 and "align_query" in aux:

@@ -46,7 +46,7 @@ def tissue_pseudo_labels(image: torch.Tensor, unexplained: torch.Tensor, intensi
     ordered = sorted(range(k), key=lambda i: bounds[tissue_names[i]])
     cls = torch.full_like(hu, ordered[0], dtype=torch.long)
     for i in ordered[1:]:
-        cls[hu >= bounds[tissue_names[i]]] = i
+        cls.masked_fill_(hu >= bounds[tissue_names[i]], i)
     # nnU-Net clips at percentiles of the *annotated* voxels: with organs only annotated the lower
     # bound can lie above fat (even above 0 HU), so everything darker collapses onto it.  A voxel at
     # the lower clip is darker than the organs: fat (or air, which the clip makes indistinguishable).
@@ -54,8 +54,8 @@ def tissue_pseudo_labels(image: torch.Tensor, unexplained: torch.Tensor, intensi
     hi = intensity_properties.get("percentile_99_5")
     names = list(tissue_names)
     if lo is not None and "fat" in names and float(lo) > bounds["fat"]:
-        cls[hu <= float(lo) + 1e-3] = names.index("fat")
+        cls.masked_fill_(hu <= float(lo) + 1e-3, names.index("fat"))
     if hi is not None and "bone" in names and float(hi) < bounds["bone"]:
-        cls[hu >= float(hi) - 1e-3] = names.index("bone")
+        cls.masked_fill_(hu >= float(hi) - 1e-3, names.index("bone"))
     out.scatter_(1, cls.unsqueeze(1), 1.0)
     return out * unexplained.unsqueeze(1).float()

@@ -31,8 +31,5 @@ def healthy_organ_targets(target: torch.Tensor, roles: ClassRoles, mode: str = "
         if not hosted:
             continue
         tumour_here = target[:, hosted].amax(1) > 0                  # [B, *spatial]
-        if mode == "negative":
-            new[:, organ][tumour_here] = 0.0
-        else:
-            weight[:, organ][tumour_here] = 0.0
+        (new if mode == "negative" else weight)[:, organ].masked_fill_(tumour_here, 0.0)
     return new, weight

@@ -33,3 +33,16 @@ class WarmupCosineLR(torch.optim.lr_scheduler._LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+# ZePT's optimiser (both stages), shared with the like-for-like nnU-Net baseline
+ADAMW_LR = 1e-3
+ADAMW_WEIGHT_DECAY = 1e-4
+WARMUP_FRACTION = 0.05
+
+
+def adamw_warmup_cosine(params, num_epochs: int, lr: float = ADAMW_LR, weight_decay: float = ADAMW_WEIGHT_DECAY,
+                        warmup_fraction: float = WARMUP_FRACTION):
+    """(AdamW, WarmupCosineLR) over `num_epochs` with a warm-up of `warmup_fraction` of them."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return optimizer, WarmupCosineLR(optimizer, num_epochs, int(round(warmup_fraction * num_epochs)))

@@ -1,0 +1,48 @@
+"""The machine line and the load warning every benchmark table carries."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Sequence
+
+
+def cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def machine_description(device: str = "cpu") -> str:
+    """'N CPU cores (model), torch X[, GPU ...]'."""
+    import torch
+
+    s = f"{os.cpu_count()} CPU cores ({cpu_name()}), torch {torch.__version__}"
+    if device == "cuda":
+        s += f", GPU {torch.cuda.get_device_name(0)} (mixed precision as nnU-Net trains)"
+    return s
+
+
+def machine_line(device: str = "cpu") -> str:
+    return f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; machine: {machine_description(device)}."
+
+
+def is_loaded(load_averages: Sequence[float]) -> bool:
+    """A machine is visibly loaded when its 1-minute load average exceeded its core count."""
+    return max(load_averages, default=0.0) > (os.cpu_count() or 1)
+
+
+def load_note(load_averages: Sequence[float]) -> str:
+    """One sentence on the machine's load during a run; a loud warning when it was loaded."""
+    lo, hi = min(load_averages, default=0.0), max(load_averages, default=0.0)
+    if is_loaded(load_averages):
+        return (f"**WARNING: the machine was loaded during this run** (1-minute load average {lo:.1f}-{hi:.1f} on "
+                f"{os.cpu_count()} cores): other processes took CPU time, so these timings are pessimistic and "
+                f"their ratios less reliable.")
+    return f"1-minute load average during the run {lo:.1f}-{hi:.1f} on {os.cpu_count()} cores (not loaded)."
