@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install $(TORCH_PAIR)
-	$(PY) -m pip install $(TORCH_PAIR) -e ".[offline,test]"
+	$(PY) -m pip install $(TORCH_PAIR) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed

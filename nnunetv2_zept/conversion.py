@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from nnunetv2_zept.input_checks import InputCheckError, path_problem, read_json
 from nnunetv2_zept.roles import (IGNORED_LABEL_KEYS, ClassRoles, check_region_based,
                                  infer_roles, roles_from_dataset_json)
 
@@ -148,11 +149,9 @@ class ConversionOptions:
 def load_roles_override(path: Union[str, Path]) -> dict:
     """A JSON file holding a `zept` block, either bare or as {"zept": {...}}."""
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise _fail(f"--roles file {path} does not exist", "pass the path of a JSON file with a `zept` block")
-    except json.JSONDecodeError as e:
-        raise _fail(f"--roles file {path} is not valid JSON ({e})", "fix the JSON syntax")
+        data = read_json(str(path), "--roles file")
+    except InputCheckError as e:
+        raise ConversionError(f"{e} (a JSON file with a `zept` block, see docs/dataset.md)") from None
     if isinstance(data, dict) and "zept" in data:
         data = data["zept"]
     if not isinstance(data, dict):
@@ -442,10 +441,16 @@ def convert_dataset(source: Union[int, str], target_id: int, name: Optional[str]
     if used:
         raise _fail(f"target dataset id {target_id} is already used ({', '.join(sorted(set(used)))}); "
                     "convert never overwrites a dataset", "choose an unused id with -o")
+    problem = path_problem(str(src / "dataset.json"), "the source dataset.json")
+    if problem:
+        raise _fail(problem, "the source must be an nnU-Net raw dataset with a readable dataset.json")
     try:
-        source_json = json.loads((src / "dataset.json").read_text())
-    except FileNotFoundError:
-        raise _fail(f"{src} has no dataset.json", "the source must be an nnU-Net raw dataset")
+        source_json = read_json(str(src / "dataset.json"), "the source dataset.json")
+    except InputCheckError as e:
+        raise ConversionError(str(e)) from None
+    if not isinstance(source_json, dict):
+        raise _fail(f"{src / 'dataset.json'} holds {type(source_json).__name__}, not an object",
+                    "fix the source dataset.json (nnU-Net format)")
     for key in ("labels", "file_ending", "channel_names"):
         if key not in source_json:
             raise _fail(f"{src / 'dataset.json'} has no `{key}`", "fix the source dataset.json (nnU-Net format)")

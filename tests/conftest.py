@@ -1,6 +1,7 @@
 """Shared fixtures: nnU-Net folders in a temporary directory, a tiny planned dataset, and one
 short Stage 1 + Stage 2 training through the stock commands that several tests reuse."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,33 @@ def cli(args, env, timeout=900, expect_ok=True):
     if expect_ok and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def real_data(*parts):
+    """A path in the shared real CT data; the test is skipped, with the reason, when it is absent."""
+    from pathlib import Path
+
+    p = Path(SHARED_REAL).resolve().joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real CT test data missing: {p} (expected in ../shared/data/real relative to the repo root)")
+    return p
+
+
+def stderr_lines(stderr):
+    """Non-empty stderr lines, Python warnings left out (a library's FutureWarning is not a message
+    of ours): what a command says on failure must be these lines."""
+    out, in_warning = [], False
+    for line in stderr.splitlines():
+        if re.match(r"^\S.*:\d+: \w*Warning: ", line):
+            in_warning = True
+            continue
+        if in_warning and line.startswith("  "):
+            in_warning = False
+            continue
+        in_warning = False
+        if line.strip():
+            out.append(line)
+    return out
 
 
 def make_env(root, **extra):

@@ -437,3 +437,132 @@ def test_plain_nnunet_model_predicts_without_anomaly_map(model, main_run, tmp_pa
     plain = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "CT_image.nii.gz")))
     zept = sitk.GetArrayFromImage(sitk.ReadImage(str(main_run["out"] / "CT_image.nii.gz")))
     np.testing.assert_array_equal(plain, zept)
+
+
+# ---------------------------------------------------------------------------------------------- nothing lost, nothing run
+
+
+def _one_error_line(r):
+    """The command's error: exactly one line on stderr, no traceback."""
+    from conftest import stderr_lines
+
+    lines = stderr_lines(r.stderr)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    return lines
+
+
+def test_output_that_resolves_to_an_input_is_refused_even_with_overwrite(model, tmp_path):
+    src = model["train_cases"][0]
+    data = src.read_bytes()
+    # 1. the input's own folder as -o: <case>.nii.gz is the input (nnU-Net's _0000 suffix aside)
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "ct.nii.gz").write_bytes(data)
+    # 2. an earlier output that is a symbolic link to the input, 3. one that is a hard link
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "in").mkdir()
+    (links / "in" / "sym.nii.gz").write_bytes(data)
+    (links / "in" / "hard.nii.gz").write_bytes(data)
+    os.symlink(links / "in" / "sym.nii.gz", links / "sym.nii.gz")
+    os.link(links / "in" / "hard.nii.gz", links / "hard.nii.gz")
+    # 4. a DICOM series folder as -o
+    series = tmp_path / "series"
+    shutil.copytree(_real("dcmqi_ct3slice", "ct-3slice"), series)
+    listing = sorted(p.name for p in series.iterdir())
+    for inputs, out in (([own / "ct.nii.gz"], own), ([links / "in" / "sym.nii.gz", links / "in" / "hard.nii.gz"], links),
+                        ([series], series)):
+        r = _predict(model, ["-i", *inputs, "-o", out, "-m", model["zept"], "--overwrite", "--save_probabilities",
+                             "--disable_tta", "-device", "cpu"])
+        _one_error_line(r)
+        assert "Loading model" not in r.stdout   # refused before minutes of model loading
+        for inp in inputs:
+            assert any(str(inp) in ln and ("is the input file itself" in ln or "inside the input DICOM folder" in ln)
+                       for ln in r.stderr.splitlines()), r.stderr
+    assert (own / "ct.nii.gz").read_bytes() == data
+    assert (links / "in" / "sym.nii.gz").read_bytes() == data and (links / "in" / "hard.nii.gz").read_bytes() == data
+    assert sorted(p.name for p in series.iterdir()) == listing
+
+
+def test_command_line_mistakes_are_one_line_before_the_model_loads(model, tmp_path):
+    good = model["train_cases"][0]
+    (tmp_path / "a_file").write_text("not a folder")
+    for args, phrase in ((["-o", tmp_path / "a_file"], "exists and is not a folder"),
+                         (["-o", tmp_path / "o", "--min-lesion-mm3", "-5"], "--min-lesion-mm3 -5")):
+        r = _predict(model, ["-i", good, *args, "-m", model["zept"], "-device", "cpu"])
+        (line,) = _one_error_line(r)
+        assert phrase in line and "Loading model" not in r.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_checkpoints_are_refused_and_their_code_never_runs(model, tmp_path):
+    """A copy of the model folder whose fold_0 checkpoint is empty, random bytes, truncated, or a
+    pickle that would run a command (as `torch.load(weights_only=False)` in nnU-Net's predictor does)."""
+    import torch
+
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    real = (model["zept"] / "fold_0" / "checkpoint_final.pth").read_bytes()
+    evil = tmp_path / "evil.pth"
+    ckpt = torch.load(model["zept"] / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    ckpt["extra"] = Payload()
+    torch.save(ckpt, evil)
+    bad = {"empty": (b"", "empty (0 bytes)"), "random": (os.urandom(4096), "not a readable checkpoint"),
+           "truncated": (real[: len(real) // 2], "not a readable checkpoint"),
+           "code": (evil.read_bytes(), "refused: loading it would run code")}
+    for name, (content, phrase) in bad.items():
+        folder = tmp_path / name / model["zept"].name
+        folder.mkdir(parents=True)
+        for f in ("plans.json", "dataset.json"):
+            shutil.copy(model["zept"] / f, folder / f)
+        (folder / "fold_0").mkdir()
+        (folder / "fold_0" / "checkpoint_final.pth").write_bytes(content)
+        r = _predict(model, ["-i", model["train_cases"][0], "-o", tmp_path / name / "out", "-m", folder,
+                             "-device", "cpu"])
+        (line,) = _one_error_line(r)
+        assert str(folder / "fold_0" / "checkpoint_final.pth") in line and phrase in line, line
+        assert not marker.exists(), f"{name}: the checkpoint's code ran"
+    assert torch.load(evil, weights_only=False) and marker.exists()   # the payload is real
+
+
+def test_overwrite_leaves_no_outputs_of_an_earlier_run(model, tmp_path):
+    case = model["train_cases"][1]
+    out = tmp_path / "out"
+    base = ["-i", case, "-o", out, "-m", model["zept"], "--disable_tta", "-device", "cpu"]
+    _check(_predict(model, base + ["--save_probabilities"]), "first run")
+    cid = "synth_001"
+    assert (out / f"{cid}.npz").is_file() and (out / f"{cid}_probabilities").is_dir()
+    # without --overwrite: refused, the earlier outputs untouched
+    r = _predict(model, base)
+    assert r.returncode == 1 and "already exists" in r.stderr and "--overwrite" in r.stderr
+    # with --overwrite and without --save_probabilities: the earlier probabilities are gone, so that
+    # `evaluate` cannot pair them with the new label map
+    (out / "unrelated.txt").write_text("a user's file")
+    _check(_predict(model, base + ["--overwrite"]), "second run")
+    left = sorted(p.name for p in out.iterdir())
+    assert left == [f"{cid}.json", f"{cid}.nii.gz", f"{cid}_anomaly.nii.gz", "unrelated.txt"], left
+    assert json.loads((out / f"{cid}.json").read_text())["outputs"].keys() == {"label_map", "anomaly_map"}
+
+
+def test_readme_steps_predict_then_evaluate_chain(model, tmp_path):
+    """README step 4 (`nnunetv2_zept predict --save_probabilities`) feeds step 5 (`evaluate`)."""
+    raw = model["train_cases"][0].parents[1]
+    images = tmp_path / "imagesTs"
+    images.mkdir()
+    for p in model["train_cases"][:2]:
+        shutil.copy(p, images / p.name)
+    out = tmp_path / "out"
+    _check(_predict(model, ["-i", *sorted(images.iterdir()), "-o", out, "-m", model["zept"], "--save_probabilities",
+                            "--disable_tta", "-device", "cpu"]), "predict")
+    assert (out / "synth_000_anomaly.nii.gz").is_file()
+    r = _run([PYTHON, "-m", "nnunetv2_zept.cli", "evaluate", str(raw / "labelsTr"), str(out), "-djfile",
+              str(raw / "dataset.json"), "-o", str(tmp_path / "eval"), "--images", str(images), "--no-plots"],
+             model["env"])
+    _check(r, "evaluate")
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["cases"] == ["synth_000", "synth_001"]
+    assert summary["per_class"]["liver"]["n_cases"] == 2

@@ -1,5 +1,4 @@
 """Input handling of `nnunetv2_zept predict` on real CT (no model needed; fast)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,14 +6,7 @@ import SimpleITK as sitk
 
 from nnunetv2_zept.prediction.inputs import PredictInputError, describe_inputs, load_case
 
-REAL = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real").resolve()
-
-
-def _real(*parts) -> Path:
-    p = REAL.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real CT test data missing: {p} (expected in ../shared/data/real relative to the repo root)")
-    return p
+from conftest import real_data as _real
 
 
 def test_dicom_series_is_read_in_hounsfield_units_with_its_geometry():

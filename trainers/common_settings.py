@@ -1,7 +1,11 @@
 """Settings every trainer of the plugin shares, the ZePT stages and the plain baselines alike, so
-that a comparison between them differs only in the method."""
+that a comparison between them differs only in the method; and how they stop on bad input and
+load checkpoints (safely, see docs/input-checks.md)."""
+import functools
+import io
 import os
 import random
+from typing import Union
 
 import numpy as np
 import torch
@@ -13,18 +17,33 @@ ENV_ITERATIONS = "NNUNETV2_ZEPT_ITERATIONS"
 ENV_VAL_ITERATIONS = "NNUNETV2_ZEPT_VAL_ITERATIONS"
 ENV_SAVE_EVERY = "NNUNETV2_ZEPT_SAVE_EVERY"
 ENV_SEED = "NNUNETV2_ZEPT_SEED"
+_SAFE_FLAG = "_nnunetv2_zept_safe_loader"
 
 
-def _env_int(name: str, default: int) -> int:
+class TrainerStop(SystemExit):
+    """A setting or input that stops a plugin training, for `nnUNetv2_train`.
+
+    nnU-Net prints the traceback of any exception that reaches `nnUNetv2_train`.  A SystemExit
+    whose code is a text ends the command with exit status 1 and that text as the only line on
+    stderr (a DDP worker prints it and exits with 1)."""
+
+    def __init__(self, message: str):
+        one_line = " ".join(ln.strip() for ln in str(message).splitlines() if ln.strip())
+        super().__init__(f"nnUNetv2_train: error: {one_line}")
+
+
+def _env_int(name: str):
+    """A positive integer from the environment, or None when the variable is unset or empty."""
     value = os.environ.get(name)
     if value is None or value == "":
-        return default
+        return None
     try:
         v = int(value)
     except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer")
+        v = 0
     if v < 1:
-        raise ValueError(f"{name}={value!r} must be at least 1")
+        raise TrainerStop(f"{name}={value!r} is not a positive whole number; set it to one (e.g. {name}=2) or "
+                          f"unset it for the trainer's default")
     return v
 
 
@@ -35,14 +54,57 @@ def _env_seed() -> "int | None":
     try:
         seed = int(value)
     except ValueError:
-        raise ValueError(f"{ENV_SEED}={value!r} is not an integer; set a seed such as 0, or unset it") from None
+        raise TrainerStop(f"{ENV_SEED}={value!r} is not an integer; set a seed such as 0, or unset it") from None
     if not 0 <= seed < 2 ** 31:
-        raise ValueError(f"{ENV_SEED}={value!r} must lie in [0, 2**31)")
+        raise TrainerStop(f"{ENV_SEED}={value!r} must lie in [0, 2**31); set a seed such as 0, or unset it")
     return seed
 
 
+def _checked_checkpoint(path: str) -> bytes:
+    """The checkpoint's bytes once the plugin's safe loader accepted them; anything else stops."""
+    from nnunetv2_zept.checkpoints import CheckpointError, read_checked_checkpoint
+
+    try:
+        return read_checked_checkpoint(path)
+    except CheckpointError as e:
+        raise TrainerStop(str(e)) from None
+
+
+class _NamedBytes(io.BytesIO):
+    """In-memory checkpoint that prints as its file name in nnU-Net's messages."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self._name = name
+
+    def __str__(self):
+        return self._name
+
+
+def _guard_pretrained_weights() -> None:
+    """`nnUNetv2_train -pretrained_weights F` reads F with `torch.load(weights_only=False)`, which
+    runs any code a crafted file holds.  In a process that runs a plugin trainer, nnU-Net's loader
+    is handed the bytes the safe loader accepted (the same bytes unpickle to the same tensors and
+    dicts, with no code), so its key and shape checks stay nnU-Net's own."""
+    import nnunetv2.run.run_training as run_training
+
+    original = run_training.load_pretrained_weights
+    if getattr(original, _SAFE_FLAG, False):
+        return
+
+    @functools.wraps(original)
+    def load_pretrained_weights(network, fname, verbose=False):
+        if isinstance(fname, (str, os.PathLike)):
+            fname = _NamedBytes(_checked_checkpoint(os.fspath(fname)), os.fspath(fname))
+        return original(network, fname, verbose)
+
+    setattr(load_pretrained_weights, _SAFE_FLAG, True)
+    run_training.load_pretrained_weights = load_pretrained_weights
+
+
 class PluginTrainerSettings(nnUNetTrainer):
-    """Training length from the environment, no mirroring, no torch.compile, optional seed.
+    """Training length from the environment, no mirroring, no torch.compile, optional seed, safe
+    checkpoints.
 
     NNUNETV2_ZEPT_SEED=N seeds Python, NumPy and torch before the network is built, and the data
     augmentation workers, so that a seed reproduces its run on the same machine with nnUNet_n_proc_DA
@@ -54,18 +116,23 @@ class PluginTrainerSettings(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # read before nnU-Net creates the output folder and log file: a bad value leaves nothing behind
+        lengths = {name: _env_int(name) for name in (ENV_EPOCHS, ENV_ITERATIONS, ENV_VAL_ITERATIONS, ENV_SAVE_EVERY)}
+        seed = _env_seed()
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = _env_int(ENV_EPOCHS, self.DEFAULT_EPOCHS)
-        self.num_iterations_per_epoch = _env_int(ENV_ITERATIONS, self.num_iterations_per_epoch)
-        self.num_val_iterations_per_epoch = _env_int(ENV_VAL_ITERATIONS, self.num_val_iterations_per_epoch)
-        self.save_every = _env_int(ENV_SAVE_EVERY, self.save_every)
-        self.seed = _env_seed()
+        self.num_epochs = lengths[ENV_EPOCHS] or self.DEFAULT_EPOCHS
+        for name, attribute in ((ENV_ITERATIONS, "num_iterations_per_epoch"),
+                                (ENV_VAL_ITERATIONS, "num_val_iterations_per_epoch"), (ENV_SAVE_EVERY, "save_every")):
+            if lengths[name] is not None:
+                setattr(self, attribute, lengths[name])
+        self.seed = seed
         if self.seed is not None:
             # every DDP rank draws other patches; torch gets the same seed on every rank (same initial weights)
             random.seed(self.seed + self.local_rank)
             np.random.seed(self.seed + self.local_rank)
             torch.manual_seed(self.seed)
             self.print_to_log_file(f"{ENV_SEED}={self.seed}: Python, NumPy and torch seeded")
+        _guard_pretrained_weights()
 
     def get_dataloaders(self):
         train, val = super().get_dataloaders()
@@ -88,3 +155,31 @@ class PluginTrainerSettings(nnUNetTrainer):
         rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
+
+    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+        """`--c`, `--val` and `--val_best` read the checkpoint with the plugin's safe loader (nnU-Net
+        uses `weights_only=False`; its dict argument is broken in 2.8.1, so the restore steps of
+        nnU-Net's `load_checkpoint` are repeated here on the safely loaded dict)."""
+        from nnunetv2_zept.checkpoints import checkpoint_from_bytes
+
+        checkpoint = filename_or_checkpoint
+        if not isinstance(checkpoint, dict):
+            path = os.fspath(checkpoint)
+            checkpoint = checkpoint_from_bytes(_checked_checkpoint(path), path, map_location=self.device)
+        if not self.was_initialized:
+            self.initialize()
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)
+        own = network.state_dict()
+        weights = {(k[7:] if k not in own and k.startswith("module.") else k): v
+                   for k, v in checkpoint["network_weights"].items()}
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        self.inference_allowed_mirroring_axes = checkpoint.get("inference_allowed_mirroring_axes",
+                                                               self.inference_allowed_mirroring_axes)
+        network.load_state_dict(weights)
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint.get("grad_scaler_state") is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])

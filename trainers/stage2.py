@@ -4,10 +4,11 @@ from typing import List
 
 import torch
 
-from nnunetv2_zept.checkpoints import load_checkpoint
+from nnunetv2_zept.checkpoints import CheckpointError, load_checkpoint
 from nnunetv2_zept.losses.stage_losses import stage2_loss
-from nnunetv2_zept.training.stage1_checkpoint import (check_compatible_zept_config, find_stage1_checkpoint,
-                                                      load_stage1_weights)
+from nnunetv2_zept.training.stage1_checkpoint import (Stage1CheckpointError, check_compatible_zept_config,
+                                                      find_stage1_checkpoint, load_stage1_weights)
+from nnunetv2_zept.trainers.common_settings import TrainerStop
 from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
 
 
@@ -50,14 +51,21 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
         # the Stage 1 checkpoint is required, and looked up before any worker starts
         stage1_path = None
         if not self.was_initialized:
-            stage1_path = find_stage1_checkpoint(self.output_folder_base.rsplit("/", 1)[0], self.__class__.__name__,
-                                                 self.plans_manager.plans_name, self.configuration_name, self.fold)
+            try:
+                stage1_path = find_stage1_checkpoint(self.output_folder_base.rsplit("/", 1)[0],
+                                                     self.__class__.__name__, self.plans_manager.plans_name,
+                                                     self.configuration_name, self.fold)
+            except Stage1CheckpointError as e:
+                raise TrainerStop(str(e)) from None
         super().on_train_start()
         net = unwrap(self.network)
         if stage1_path is not None:
-            ckpt = load_checkpoint(stage1_path, map_location=self.device)
-            check_compatible_zept_config(ckpt, self.configuration_name, self.zept_config, stage1_path)
-            load_stage1_weights(net, ckpt["network_weights"], stage1_path)
+            try:
+                ckpt = load_checkpoint(stage1_path, map_location=self.device)
+                check_compatible_zept_config(ckpt, self.configuration_name, self.zept_config, stage1_path)
+                load_stage1_weights(net, ckpt["network_weights"], stage1_path)
+            except (CheckpointError, Stage1CheckpointError) as e:
+                raise TrainerStop(str(e)) from None
             self.print_to_log_file(f"Stage 2 starts from Stage 1 checkpoint {stage1_path}")
         if self.current_epoch == 0:
             # a Stage 1 checkpoint carries stage=1 and possibly other text embeddings

@@ -22,7 +22,7 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
 from nnunetv2_zept.training.lr_schedule import ADAMW_LR, ADAMW_WEIGHT_DECAY, WARMUP_FRACTION, adamw_warmup_cosine
 from nnunetv2_zept.training.present_classes import present_channels
-from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
+from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings, TrainerStop
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -49,11 +49,17 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        from nnunetv2_zept.knowledge.cache import TextCacheError
+        from nnunetv2_zept.knowledge.encoders import TextEncoderError
+
         self.initial_lr = self.INITIAL_LR
         self.weight_decay = self.WEIGHT_DECAY
-        check_region_based(dataset_json)
-        self.roles = self._resolve_roles()
-        self.zept_config = self._make_zept_config()
+        try:
+            check_region_based(dataset_json)
+            self.roles = self._resolve_roles()
+            self.zept_config = self._make_zept_config()
+        except (ZePTConfigError, TextEncoderError, TextCacheError) as e:
+            raise TrainerStop(str(e)) from None
         # The predictor rebuilds the network from plans.json of the results folder, with no access
         # to dataset.json or this trainer: the network's configuration travels in the plans.
         self.plans_manager.plans["configurations"][configuration]["zept"] = self.zept_config
@@ -230,7 +236,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         existing = [f for f in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
                     if isfile(join(self.output_folder, f))]
         if existing:
-            raise RuntimeError(
+            raise TrainerStop(
                 f"{self.output_folder} already holds {', '.join(existing)}. A new training would overwrite them. "
                 f"Continue that training with --c, run only its validation with --val, or move the folder away "
                 f"to start over.")

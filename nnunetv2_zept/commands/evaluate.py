@@ -10,8 +10,9 @@ HELP = ("evaluate a folder of `nnUNetv2_predict --save_probabilities` outputs ag
 def add_arguments(parser):
     parser.add_argument("reference_folder", help="folder of reference label maps <case><file_ending> "
                                                  "(labelsTr/labelsTs style integer label maps)")
-    parser.add_argument("prediction_folder", help="folder written by nnUNetv2_predict --save_probabilities "
-                                                  "(<case><file_ending> and <case>.npz)")
+    parser.add_argument("prediction_folder", help="folder written by nnUNetv2_predict or nnunetv2_zept predict with "
+                                                  "--save_probabilities (<case><file_ending> and <case>.npz; the "
+                                                  "anomaly maps <case>_anomaly<file_ending> are not cases)")
     parser.add_argument("-djfile", "--dataset-json", dest="dataset_json", required=True,
                         help="dataset.json of the model's dataset (labels, file_ending, optional zept block)")
     parser.add_argument("-o", "--output-folder", dest="output_folder", default=None,

@@ -70,19 +70,51 @@ def _device(name: str):
     return torch.device("cpu")
 
 
+def _output_folder_problem(output: str):
+    if os.path.lexists(output) and not os.path.isdir(output):
+        return f"-o {output} exists and is not a folder; pass a folder for the outputs (it is created if missing)"
+    return None
+
+
 def run(args) -> int:
     from nnunetv2_zept.prediction.inputs import describe_inputs
     from nnunetv2_zept.prediction.predictor import ModelError, build_predictor, model_folder_from_ids
-    from nnunetv2_zept.prediction.runner import CasePredictor, PredictOptions, predict_inputs
+    from nnunetv2_zept.prediction.runner import CasePredictor, PredictOptions, input_collision, predict_inputs
+    from nnunetv2_zept.prediction_files import case_output_files
     from nnunetv2_zept.tumour_score import TumourScoreSettings
+
+    def fail(message: str) -> int:
+        print(f"nnunetv2_zept predict: error: {message}", file=sys.stderr)
+        return 1
 
     if (args.model is None) == (args.dataset is None):
         print("nnunetv2_zept predict: give the model either as a folder (-m) or as -d DATASET [-c -tr -p]",
               file=sys.stderr)
         return 2
+    # everything that can be checked without the model is checked before it loads (minutes on a CPU)
+    try:
+        settings = TumourScoreSettings() if args.min_lesion_mm3 is None else \
+            TumourScoreSettings(min_lesion_volume_mm3=args.min_lesion_mm3)
+    except ValueError as e:
+        return fail(f"--min-lesion-mm3 {args.min_lesion_mm3:g} is not a lesion volume ({e}); pass 0 or more mm^3")
+    if not args.step_size > 0 or args.step_size > 1:
+        return fail(f"-step_size {args.step_size:g} must lie in (0, 1], a fraction of the patch size")
+    problem = _output_folder_problem(args.output)
+    if problem:
+        return fail(problem)
     specs, early = describe_inputs(args.input)
-    settings = TumourScoreSettings() if args.min_lesion_mm3 is None else \
-        TumourScoreSettings(min_lesion_volume_mm3=args.min_lesion_mm3)
+    safe_specs = []
+    for spec in specs:
+        collision = input_collision(case_output_files(args.output, spec.case_id), specs)
+        if collision:
+            early.append((spec.path, f"{spec.path}: {collision}"))
+        else:
+            safe_specs.append(spec)
+    specs = safe_specs
+    if not specs:
+        for _, msg in early:
+            print(f"  - {msg}", file=sys.stderr)
+        return fail(f"none of the {len(early)} input(s) can be predicted (see above); nothing was loaded or written")
     try:
         folder = args.model or model_folder_from_ids(args.dataset, args.configuration, args.trainer, args.plans)
         folder = os.path.abspath(folder)
@@ -94,15 +126,17 @@ def run(args) -> int:
                                  overwrite=args.overwrite, score_settings=settings)
         cp = CasePredictor(predictor, folder, _folds_used(predictor, folder, args), args.checkpoint, options)
     except ModelError as e:
-        print(f"nnunetv2_zept predict: {e}", file=sys.stderr)
-        return 1
+        return fail(str(e))
     print(f"  trainer {predictor.trainer_name}, configuration {cp.configuration}, folds "
           f"{', '.join(map(str, cp.folds))}, mirroring TTA {'on' if predictor.use_mirroring else 'off'}")
     print(f"  {cp.anomaly_message}")
     print(f"  {cp.roles_message}")
     if cp.reader_warning:
         print(f"  warning: {cp.reader_warning}")
-    os.makedirs(args.output, exist_ok=True)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        return fail(f"cannot create the output folder {args.output}: {e.strerror or e}")
     reports, failures = predict_inputs(cp, specs, early, verbose=args.verbose)
     total = len(specs) + len(early)
     print(f"\nPredicted {len(reports)} of {total} input(s) into {os.path.abspath(args.output)}")

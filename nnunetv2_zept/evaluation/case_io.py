@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from nnunetv2_zept.input_checks import InputCheckError, check_image_file, path_problem
+from nnunetv2_zept.prediction_files import anomaly_map_of
 from nnunetv2_zept.tumour_score import ImageGeometry
 
 PROBABILITY_KEY = "probabilities"
@@ -33,10 +36,18 @@ class EvaluationInputError(ValueError):
 
 
 def files_with_ending(folder: str, file_ending: str) -> Dict[str, str]:
-    if not os.path.isdir(folder):
-        raise EvaluationInputError(f"folder {folder!r} does not exist")
-    return {f[: -len(file_ending)]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f.endswith(file_ending) and not f.startswith(".")}
+    """Case id -> file.  The anomaly maps `nnunetv2_zept predict` writes next to its label maps
+    (`<case>_anomaly<ending>`) are not cases of their own."""
+    problem = path_problem(folder, "folder")
+    if problem is None and not os.path.isdir(folder):
+        problem = f"{folder!r} is a file, not a folder"
+    if problem:
+        raise EvaluationInputError(problem)
+    names = [f for f in sorted(os.listdir(folder)) if f.endswith(file_ending) and not f.startswith(".")]
+    present = set(names)
+    return {f[: -len(file_ending)]: os.path.join(folder, f) for f in names
+            if not (anomaly_map_of(f, file_ending) is not None
+                    and anomaly_map_of(f, file_ending) + file_ending in present)}
 
 
 def match_cases(reference_folder: str, prediction_folder: str, file_ending: str,
@@ -80,9 +91,15 @@ def read_label_map(path: str, case_id: str, what: str) -> Tuple[np.ndarray, Imag
     import SimpleITK as sitk
 
     try:
+        check_image_file(path)
+    except InputCheckError as e:
+        raise EvaluationInputError(f"case {case_id!r}: {what} {e}") from None
+    try:
         image = sitk.ReadImage(path)
     except RuntimeError as e:
-        raise EvaluationInputError(f"case {case_id!r}: cannot read {what} {path!r}: {e}") from None
+        detail = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise EvaluationInputError(f"case {case_id!r}: cannot read {what} {path!r}: "
+                                   f"{detail[-1] if detail else 'unknown reason'}") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise EvaluationInputError(f"case {case_id!r}: {what} {path!r} must be a 3D single-channel label image, got "
                                    f"dimension {image.GetDimension()} with {image.GetNumberOfComponentsPerPixel()} "
@@ -144,44 +161,73 @@ def read_probability_channels(npz_path: str, channels: Iterable[int], expected_c
     except (zipfile.BadZipFile, OSError) as e:
         raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is not a readable .npz file ({e}); "
                                    "predict the case again with --save_probabilities") from None
-    with zf:
-        if member not in zf.namelist():
-            keys = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
-            raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} has no key {PROBABILITY_KEY!r} (keys: {keys}); "
-                                       "expected the file nnUNetv2_predict --save_probabilities writes")
-        with zf.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            _check_layout(shape, dtype, expected_channels, expected_shape, case_id, npz_path)
-            if fortran:   # not what nnU-Net writes; fall back to one full read
-                data = np.load(npz_path, allow_pickle=False)[PROBABILITY_KEY]
-                return {c: (data[c] >= mask_thresholds[c]) if c in mask_thresholds
-                        else np.ascontiguousarray(data[c], dtype=np.float32) for c in wanted}
-            per_channel = int(np.prod(shape[1:])) * dtype.itemsize
-            out = {}
-            for c in range(shape[0]):
-                if not wanted or c > wanted[-1]:
-                    break
-                if c in wanted:
-                    channel = np.empty(tuple(shape[1:]), dtype=dtype)
-                    if not _read_into(f, channel):
-                        raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is truncated (channel {c})")
-                    if c in mask_thresholds:
-                        out[c] = channel >= mask_thresholds[c]
-                    else:
-                        out[c] = channel if channel.dtype == np.float32 else channel.astype(np.float32)
-                    del channel
+    try:
+        with zf:
+            return _read_channels(zf, member, npz_path, wanted, mask_thresholds, expected_channels, expected_shape,
+                                  case_id)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is corrupt or truncated ({e}); predict the case "
+                                   "again with --save_probabilities") from None
+
+
+def _read_channels(zf, member, npz_path, wanted, mask_thresholds, expected_channels, expected_shape,
+                   case_id) -> Dict[int, np.ndarray]:
+    if member not in zf.namelist():
+        keys = [n[:-4] if n.endswith(".npy") else n for n in zf.namelist()]
+        raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} has no key {PROBABILITY_KEY!r} (keys: {keys}); "
+                                   "expected the file nnUNetv2_predict --save_probabilities writes")
+    with zf.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        _check_layout(shape, dtype, expected_channels, expected_shape, case_id, npz_path)
+        if fortran:   # not what nnU-Net writes; fall back to one full read
+            data = np.load(npz_path, allow_pickle=False)[PROBABILITY_KEY]
+            for c in wanted:
+                _check_probabilities(data[c], c, npz_path, case_id)
+            return {c: (data[c] >= mask_thresholds[c]) if c in mask_thresholds
+                    else np.ascontiguousarray(data[c], dtype=np.float32) for c in wanted}
+        per_channel = int(np.prod(shape[1:])) * dtype.itemsize
+        out = {}
+        for c in range(shape[0]):
+            if not wanted or c > wanted[-1]:
+                break
+            if c in wanted:
+                channel = np.empty(tuple(shape[1:]), dtype=dtype)
+                if not _read_into(f, channel):
+                    raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is truncated (channel {c})")
+                _check_probabilities(channel, c, npz_path, case_id)
+                if c in mask_thresholds:
+                    out[c] = channel >= mask_thresholds[c]
                 else:
-                    skipped = 0
-                    while skipped < per_channel:
-                        got = len(f.read(min(_SKIP_CHUNK, per_channel - skipped)))
-                        if got == 0:
-                            raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is truncated (channel {c})")
-                        skipped += got
-            return out
+                    out[c] = channel if channel.dtype == np.float32 else channel.astype(np.float32)
+                del channel
+            else:
+                skipped = 0
+                while skipped < per_channel:
+                    got = len(f.read(min(_SKIP_CHUNK, per_channel - skipped)))
+                    if got == 0:
+                        raise EvaluationInputError(f"case {case_id!r}: {npz_path!r} is truncated (channel {c})")
+                    skipped += got
+        return out
+
+
+def _check_probabilities(channel: np.ndarray, c: int, path: str, case_id: str) -> None:
+    """NaN or values outside [0, 1] would be scored silently (NaN sorts anywhere in a ROC)."""
+    if channel.dtype.kind != "f":
+        return
+    bad = np.count_nonzero(~np.isfinite(channel))
+    if bad:
+        raise EvaluationInputError(f"case {case_id!r}: {path!r} channel {c} holds {bad} NaN or infinite "
+                                   f"probabilities; the prediction is broken (NaN in the input CT?). Predict the "
+                                   f"case again from a CT with finite values")
+    lo, hi = float(channel.min(initial=0.0)), float(channel.max(initial=0.0))
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise EvaluationInputError(f"case {case_id!r}: {path!r} channel {c} holds values from {lo:g} to {hi:g}, "
+                                   f"not probabilities in [0, 1]; pass the .npz that nnUNetv2_predict "
+                                   f"--save_probabilities writes (sigmoid/softmax outputs, not logits)")
 
 
 def _check_layout(shape, dtype, expected_channels, expected_shape, case_id, path) -> None:

@@ -9,7 +9,6 @@ does not grow with the number of cases.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -23,8 +22,9 @@ from nnunetv2_zept.evaluation.histogram_roc import DEFAULT_BINS, LOGIT_RANGE, Ro
 from nnunetv2_zept.evaluation.mask_ops import body_mask_from_ct, bounding_box, margin_in_voxels, within_mm
 from nnunetv2_zept.evaluation.overlap import dice, normalised_surface_distance
 from nnunetv2_zept.evaluation.tolerances import DEFAULT_TOLERANCE_MM, resolve_tolerances
+from nnunetv2_zept.input_checks import InputCheckError, check_image_file, read_json
 from nnunetv2_zept.roles import ClassRoles, channel_names, is_region_based, roles_from_dataset_json
-from nnunetv2_zept.tumour_score import TumourScoreSettings, host_region, tumour_presence_score
+from nnunetv2_zept.tumour_score import ImageGeometry, TumourScoreSettings, host_region, tumour_presence_score
 
 SUMMARY_FILES = ("summary.json", "summary.md")
 BODY_THRESHOLD_HU = -500.0
@@ -61,10 +61,29 @@ def _isin(array: np.ndarray, ids: Sequence[int]) -> np.ndarray:
 def _load_dataset_json(dataset_json: Union[str, Mapping]) -> dict:
     if isinstance(dataset_json, Mapping):
         return dict(dataset_json)
-    if not os.path.isfile(dataset_json):
-        raise EvaluationInputError(f"dataset.json {dataset_json!r} does not exist")
-    with open(dataset_json) as f:
-        return json.load(f)
+    try:
+        data = read_json(dataset_json, "dataset.json")
+    except InputCheckError as e:
+        raise EvaluationInputError(str(e)) from None
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
+        raise EvaluationInputError(f"dataset.json {dataset_json!r} has no `labels` object; pass the dataset.json of "
+                                   "the model's dataset (-djfile)")
+    return data
+
+
+def check_same_geometry(geo, geo_other, case: str, what: str, whose: str = "reference") -> None:
+    """Spacing, origin and direction must agree: a prediction on another grid (flipped axis,
+    shifted origin) has the same array shape and would be scored voxel by voxel against the wrong
+    anatomy.  Tolerances allow for NIfTI's float32 header."""
+    for name, a, b, atol in (("spacing", geo.spacing[::-1], geo_other.spacing[::-1], 1e-4),
+                             ("origin", geo.origin, geo_other.origin, 1e-2),
+                             ("direction", geo.direction, geo_other.direction, 1e-4)):
+        if not np.allclose(a, b, rtol=1e-3 if name == "spacing" else 0.0, atol=atol):
+            raise EvaluationInputError(
+                f"case {case!r}: {what} {name} {tuple(round(float(v), 4) for v in b)} != {whose} {name} "
+                f"{tuple(round(float(v), 4) for v in a)}; it lies on another voxel grid (flipped or shifted axes), so "
+                f"voxels would be compared with the wrong anatomy. Predict from the images that belong to these "
+                f"labels, or resample the {what} onto the {whose} grid")
 
 
 def _check_output_folder(output_folder: str, overwrite: bool) -> None:
@@ -151,15 +170,13 @@ def _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles
     if ref.shape != pred.shape:
         raise EvaluationInputError(f"case {case!r}: prediction shape {pred.shape} != reference shape {ref.shape} "
                                    "(array order z, y, x); the prediction does not belong to this reference")
-    if not np.allclose(geo.spacing, geo_p.spacing, rtol=1e-3, atol=1e-4):
-        raise EvaluationInputError(f"case {case!r}: prediction spacing {geo_p.spacing[::-1]} != reference spacing "
-                                   f"{geo.spacing[::-1]} (x, y, z mm); predictions must be in the reference geometry")
+    check_same_geometry(geo, geo_p, case, "prediction")
     check_label_values(ref, allowed, case, "reference")
     check_label_values(pred, allowed, case, "prediction")
     spacing = geo.spacing
     ignore = (ref == int(ignore_id)) if ignore_id is not None else None
     valid = ~ignore if ignore is not None else None
-    body = _body_mask(images_folder, case, file_ending, ref.shape, body_threshold_hu) if images_folder else None
+    body = _body_mask(images_folder, case, file_ending, ref.shape, body_threshold_hu, geo) if images_folder else None
     body_valid = body if valid is None else (valid if body is None else body & valid)
     evaluated = evaluated_channels(roles, case)
     result: Dict[str, dict] = {}
@@ -239,17 +256,23 @@ def _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles
     return result
 
 
-def _body_mask(images_folder, case, file_ending, shape, threshold_hu) -> np.ndarray:
+def _body_mask(images_folder, case, file_ending, shape, threshold_hu, geometry) -> np.ndarray:
     import SimpleITK as sitk
 
     path = os.path.join(images_folder, f"{case}_0000{file_ending}")
     if not os.path.isfile(path):
         raise EvaluationInputError(f"case {case!r}: no CT image {case}_0000{file_ending} in {images_folder!r} for the "
                                    "body mask; pass the imagesTs folder of these cases or leave out --images")
-    image = sitk.GetArrayFromImage(sitk.ReadImage(path))
-    if image.shape != tuple(shape):
-        raise EvaluationInputError(f"case {case!r}: image {path!r} has shape {image.shape} but the labels have {tuple(shape)}")
-    return body_mask_from_ct(image, threshold_hu)
+    try:
+        check_image_file(path)
+    except InputCheckError as e:
+        raise EvaluationInputError(f"case {case!r}: image {e}") from None
+    image = sitk.ReadImage(path)
+    array = sitk.GetArrayFromImage(image)
+    if array.shape != tuple(shape):
+        raise EvaluationInputError(f"case {case!r}: image {path!r} has shape {array.shape} but the labels have {tuple(shape)}")
+    check_same_geometry(geometry, ImageGeometry.from_sitk(image), case, "image", "label")
+    return body_mask_from_ct(array, threshold_hu)
 
 
 def _detection_summary(scores, labels, threshold) -> dict:

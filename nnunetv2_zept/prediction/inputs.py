@@ -10,16 +10,26 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_zept.input_checks import (InputCheckError, check_finite, check_image_file, check_spacing,
+                                        file_kind, hu_check, path_problem)
+
 IMAGE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".gipl", ".gipl.gz")
 # nnU-Net names image files <case>_<channel>.<ext>; a user who passes such a file expects <case>
 NNUNET_CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
 MODALITY_TAG = "0008|0060"
+POSITION_TAG = "0020|0032"
+SOP_INSTANCE_UID_TAG = "0008|0018"
+CT_IMAGE_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+# files that often sit next to the slices of an exported series and are not slices themselves
+COMPANION_FILE_ENDINGS = (".txt", ".json", ".xml", ".csv", ".md", ".htm", ".html", ".pdf", ".ini", ".log", ".jpg",
+                          ".jpeg", ".png", ".bmp", ".gif", ".zip") + IMAGE_FILE_ENDINGS
 
 
 class PredictInputError(ValueError):
@@ -79,8 +89,9 @@ def describe_inputs(paths: Sequence[str]) -> Tuple[List[InputSpec], List[Tuple[s
     """
     specs, problems, used = [], [], set()
     for p in paths:
-        if not os.path.exists(p):
-            problems.append((p, f"input {p!r} does not exist"))
+        problem = path_problem(p)
+        if problem:
+            problems.append((p, problem))
             continue
         if os.path.isdir(p):
             kind = "dicom"
@@ -128,15 +139,23 @@ def _check_volume(image: sitk.Image, name: str, needs_3d: bool) -> None:
             f"volume per input (split 4D/time series into 3D volumes first)")
 
 
-def _hu_warnings(array: np.ndarray, name: str) -> List[str]:
-    lo, hi = float(np.min(array)), float(np.max(array))
-    if lo > -200 or hi < 200:
-        return [f"{name}: intensities range from {lo:g} to {hi:g}, which does not look like CT in Hounsfield "
-                f"units (air is about -1000 HU); check that the input is a CT and was not rescaled"]
-    return []
+def _checked_case(spec: InputSpec, image: sitk.Image, name: str, **kwargs) -> LoadedCase:
+    """The checks every CT gets once it is read: values and spacing (docs/input-checks.md)."""
+    array, props = nnunet_array_and_properties(image)
+    try:
+        check_finite(array, name)
+        warnings = hu_check(array, name)
+        check_spacing(image.GetSpacing(), name)
+    except InputCheckError as e:
+        raise PredictInputError(str(e)) from None
+    return LoadedCase(spec, image, array, props, warnings=warnings, **kwargs)
 
 
 def read_image_file(spec: InputSpec, needs_3d: bool = True) -> LoadedCase:
+    try:
+        check_image_file(spec.path)
+    except InputCheckError as e:
+        raise PredictInputError(str(e)) from None
     try:
         image = sitk.ReadImage(spec.path)
     except RuntimeError as e:
@@ -145,14 +164,26 @@ def read_image_file(spec: InputSpec, needs_3d: bool = True) -> LoadedCase:
         raise PredictInputError(f"{spec.path}: could not read the image file (corrupt, truncated or not an image): "
                                 f"{detail}") from None
     _check_volume(image, spec.path, needs_3d)
-    array, props = nnunet_array_and_properties(image)
-    return LoadedCase(spec, image, array, props, warnings=_hu_warnings(array, spec.path))
+    return _checked_case(spec, image, spec.path)
 
 
 def _files_in(folder: str) -> List[str]:
+    """Regular files below `folder`; anything else in the folder itself (a named pipe, a socket,
+    a device) is refused: opening it can block forever, and GDCM scans that folder."""
     out = []
     for root, _, files in os.walk(folder):
-        out.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+        for f in files:
+            path = os.path.join(root, f)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                mode = None   # a dangling link: not a file to read
+            if mode is not None and stat.S_ISREG(mode):
+                if not f.startswith("."):
+                    out.append(path)
+            elif root == folder and mode is not None:
+                raise PredictInputError(f"{folder}: {f} is a {file_kind(mode)}, not a regular file; reading it "
+                                        f"could block forever. Remove it from the series folder")
     return out
 
 
@@ -171,40 +202,36 @@ def _series_label(folder: str, series_id: str) -> str:
     return f"{series_id} ({len(files)} files{desc})"
 
 
-def _looks_like_dicom(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _check_unread_slices(folder: str, files: Sequence[str], slice_files: Sequence[str]) -> None:
     """GDCM silently leaves out slice files it cannot parse (e.g. truncated ones), which would
-    leave a gap in the volume; such a file is an error, other stray files are ignored."""
+    leave a gap in the volume or shorten it.  Every other file in the folder must be a companion
+    file (by its ending), or a complete DICOM object that is not a slice of this series."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     in_series = {os.path.normpath(f) for f in slice_files}
-    stray = [f for f in files if os.path.normpath(f) not in in_series and os.path.basename(f).upper() != "DICOMDIR"]
+    stray = [f for f in files if os.path.normpath(f) not in in_series and os.path.basename(f).upper() != "DICOMDIR"
+             and not os.path.basename(f).lower().endswith(COMPANION_FILE_ENDINGS)]
     if not stray:
         return
-    try:
-        series_uid = str(pydicom.dcmread(slice_files[0], stop_before_pixels=True).get("SeriesInstanceUID", ""))
-    except Exception:
-        series_uid = None
     for f in stray:
-        if not _looks_like_dicom(f):
-            continue
+        name = os.path.basename(f)
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except InvalidDicomError:
+            raise PredictInputError(
+                f"{folder}: {name} is not a readable DICOM file (no DICOM header: a truncated slice?) and not a "
+                f"known companion file; a slice missing from the volume would go unnoticed. Replace the file "
+                f"(export the series again) or remove it from the folder") from None
         except Exception as e:
-            raise PredictInputError(f"{folder}: the DICOM file {os.path.basename(f)} cannot be read (corrupt or "
-                                    f"truncated: {e}). Replace it or remove it from the folder") from None
-        if series_uid is not None and str(ds.get("SeriesInstanceUID", "")) == series_uid and "Rows" in ds:
-            raise PredictInputError(f"{folder}: the slice file {os.path.basename(f)} of this series cannot be read "
-                                    f"(corrupt or truncated pixel data), so the volume would have a gap. Replace "
-                                    f"the file (export the series again)")
+            raise PredictInputError(f"{folder}: the DICOM file {name} cannot be read (corrupt or truncated: "
+                                    f"{str(e).splitlines()[0][:120]}). Replace it or remove it from the folder") from None
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+        if not sop_class or sop_class in CT_IMAGE_SOP_CLASSES or str(ds.get("Modality", "")) == "CT":
+            raise PredictInputError(f"{folder}: the slice file {name} of this series cannot be read (corrupt "
+                                    f"or truncated), so the volume would have a gap. Replace the file (export the "
+                                    f"series again) or remove it from the folder")
 
 
 def read_dicom_series(spec: InputSpec, needs_3d: bool = True) -> LoadedCase:
@@ -265,31 +292,51 @@ def read_dicom_series(spec: InputSpec, needs_3d: bool = True) -> LoadedCase:
     if image.GetSize()[2] != len(slice_files):
         raise PredictInputError(f"{folder}: the series has {len(slice_files)} files but {image.GetSize()[2]} "
                                 f"slices were read; multi-frame or mixed series are not supported")
-    array, props = nnunet_array_and_properties(image)
-    case = LoadedCase(spec, image, array, props, dicom_files=slice_files, dicom_series_uid=series_id,
-                      warnings=_hu_warnings(array, folder))
-    spacing_warning = _slice_spacing_warning(slice_files, image, folder)
+    spacing_warning = _check_slice_positions(slice_files, image, folder)
+    case = _checked_case(spec, image, folder, dicom_files=slice_files, dicom_series_uid=series_id)
     if spacing_warning:
         case.warnings.append(spacing_warning)
     return case
 
 
-def _slice_spacing_warning(slice_files: Sequence[str], image: sitk.Image, name: str) -> Optional[str]:
-    """SimpleITK assumes equal slice distances; say so when the positions disagree."""
-    positions = []
+def _check_slice_positions(slice_files: Sequence[str], image: sitk.Image, name: str) -> Optional[str]:
+    """Duplicate slices (same SOP Instance UID or same position) and slices out of order make a
+    wrong volume: refused.  SimpleITK assumes equal slice distances; a warning says when the
+    positions disagree (missing slices)."""
+    positions, uids = [], {}
     r = sitk.ImageFileReader()
     for f in slice_files:
         r.SetFileName(f)
         try:
             r.ReadImageInformation()
-            positions.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
+        except RuntimeError:
+            return None
+        uid = r.GetMetaData(SOP_INSTANCE_UID_TAG).strip() if r.HasMetaDataKey(SOP_INSTANCE_UID_TAG) else ""
+        if uid and uid in uids:
+            raise PredictInputError(f"{name}: the slice files {os.path.basename(uids[uid])} and {os.path.basename(f)} "
+                                    f"are the same slice (SOP Instance UID {uid}); remove the duplicate file")
+        uids[uid] = f
+        try:
+            positions.append([float(v) for v in r.GetMetaData(POSITION_TAG).split("\\")])
         except (RuntimeError, ValueError):
             return None
-    if len(positions) < 3:
+    if len(positions) < 2:
         return None
     normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
-    d = np.diff(np.array(positions) @ normal)
-    if np.max(np.abs(d - np.median(d))) > 0.01 * max(abs(np.median(d)), 1e-3) + 1e-3:
+    along = np.array(positions) @ normal
+    d = np.diff(along)
+    same = np.flatnonzero(np.abs(d) < 1e-3)
+    if same.size:
+        k = int(same[0])
+        raise PredictInputError(f"{name}: the slice files {os.path.basename(slice_files[k])} and "
+                                f"{os.path.basename(slice_files[k + 1])} lie at the same position ({along[k]:.3f} mm; "
+                                f"duplicate slices, or two acquisitions in one series); keep one slice per position")
+    if np.any(d < 0):
+        k = int(np.flatnonzero(d < 0)[0])
+        raise PredictInputError(f"{name}: the slices could not be put in order (slice file "
+                                f"{os.path.basename(slice_files[k + 1])} at {along[k + 1]:.3f} mm follows one at "
+                                f"{along[k]:.3f} mm); check for duplicate or stray slice files in the folder")
+    if len(positions) >= 3 and np.max(np.abs(d - np.median(d))) > 0.01 * max(abs(np.median(d)), 1e-3) + 1e-3:
         return (f"{name}: slice distances are not equal (min {np.min(d):.3f} mm, max {np.max(d):.3f} mm; missing "
                 f"slices?). The volume was read with spacing {image.GetSpacing()[2]:.3f} mm")
     return None

@@ -19,6 +19,8 @@ from torch import nn
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from nnunetv2_zept.input_checks import path_problem
+
 
 class ModelError(ValueError):
     """The model folder cannot be used; the message says why and how to fix it."""
@@ -115,6 +117,9 @@ def model_folder_from_ids(dataset: str, configuration: str, trainer: str, plans:
     except RuntimeError as e:
         raise ModelError(f"dataset {dataset!r} not found: {e}") from None
     folder = os.path.join(results, dataset_name, f"{trainer}__{plans}__{configuration}")
+    problem = path_problem(folder, "model folder")
+    if problem and "does not exist" not in problem:
+        raise ModelError(problem)
     if not os.path.isdir(folder):
         raise ModelError(f"model folder {folder} does not exist: no {trainer} model with plans {plans} and "
                          f"configuration {configuration} was trained for {dataset_name}. Check -tr/-p/-c")
@@ -132,8 +137,11 @@ def _available_folds(model_folder: str, checkpoint_name: str) -> List[str]:
 def check_model_folder(model_folder: str, folds: Optional[Sequence[Union[int, str]]],
                        checkpoint_name: str) -> Tuple[Union[int, str], ...]:
     """The folds to use; a ModelError naming what is missing otherwise."""
-    if not os.path.isdir(model_folder):
-        raise ModelError(f"model folder {model_folder} does not exist")
+    problem = path_problem(model_folder, "model folder")
+    if problem is None and not os.path.isdir(model_folder):
+        problem = f"model folder {model_folder} is a file; pass the folder <Trainer>__<Plans>__<configuration>"
+    if problem:
+        raise ModelError(problem)
     for f in ("plans.json", "dataset.json"):
         if not os.path.isfile(os.path.join(model_folder, f)):
             raise ModelError(f"model folder {model_folder} has no {f}; pass the trained model folder "
@@ -156,6 +164,59 @@ def check_model_folder(model_folder: str, folds: Optional[Sequence[Union[int, st
     return tuple(int(f) if f != "all" else f for f in wanted)
 
 
+def _initialize_safely(predictor: nnUNetPredictor, model_folder: str, use_folds, checkpoint_name: str) -> None:
+    """nnU-Net's `initialize_from_trained_model_folder`, with every checkpoint read by the
+    plugin's safe loader: nnU-Net reads them with `torch.load(weights_only=False)`, which runs any
+    code a crafted checkpoint holds.  The network is then built and handed over exactly as nnU-Net
+    does it (`manual_initialization`)."""
+    import inspect
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_zept.checkpoints import CheckpointError, load_checkpoint
+    from nnunetv2_zept.input_checks import InputCheckError, read_json
+
+    try:
+        dataset_json = read_json(os.path.join(model_folder, "dataset.json"), "the model's dataset.json")
+        plans = read_json(os.path.join(model_folder, "plans.json"), "the model's plans.json")
+    except InputCheckError as e:
+        raise ModelError(str(e)) from None
+    parameters, first = [], None
+    for f in use_folds:
+        path = os.path.join(model_folder, f"fold_{f}", checkpoint_name)
+        try:
+            checkpoint = load_checkpoint(path, map_location=torch.device("cpu"))
+        except CheckpointError as e:
+            raise ModelError(f"{e} Use the checkpoints your training wrote, or train the fold again") from None
+        for key in ("trainer_name", "init_args"):
+            if key not in checkpoint:
+                raise ModelError(f"{path}: not a checkpoint written by nnU-Net v2 (no {key!r})")
+        first = first or checkpoint
+        parameters.append(checkpoint["network_weights"])
+    plans_manager = PlansManager(plans)
+    configuration_name = first["init_args"]["configuration"]
+    if configuration_name not in plans_manager.available_configurations:
+        raise ModelError(f"{model_folder}: the checkpoint's configuration {configuration_name!r} is not in plans.json "
+                         f"(configurations: {', '.join(plans_manager.available_configurations)})")
+    configuration_manager = plans_manager.get_configuration(configuration_name)
+    trainer_class = recursive_find_trainer_class_by_name(first["trainer_name"])
+    num_input_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    num_output_channels = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    if "plans_manager" in inspect.signature(trainer_class.build_network_architecture).parameters:
+        network = trainer_class.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                           num_output_channels, enable_deep_supervision=False)
+    else:   # trainers written for nnU-Net < 2.7
+        network = trainer_class.build_network_architecture(
+            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, num_input_channels, num_output_channels,
+            enable_deep_supervision=False)
+    network.load_state_dict(parameters[0])
+    predictor.manual_initialization(network, plans_manager, configuration_manager, parameters, dataset_json,
+                                    first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
+
+
 def build_predictor(model_folder: str, folds: Optional[Sequence[Union[int, str]]], checkpoint_name: str,
                     device: torch.device, use_mirroring: bool, tile_step_size: float = 0.5,
                     verbose: bool = False, progress_bar: bool = False) -> AnomalyMapPredictor:
@@ -164,8 +225,10 @@ def build_predictor(model_folder: str, folds: Optional[Sequence[Union[int, str]]
                                     perform_everything_on_device=device.type == "cuda", device=device,
                                     verbose=verbose, verbose_preprocessing=verbose, allow_tqdm=progress_bar)
     try:
-        predictor.initialize_from_trained_model_folder(model_folder, use_folds, checkpoint_name)
-    except RuntimeError as e:
+        _initialize_safely(predictor, model_folder, use_folds, checkpoint_name)
+    except ModelError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as e:
         # e.g. the trainer class is not installed, or weights do not match the network
-        raise ModelError(f"cannot load the model in {model_folder}: {e}") from None
+        raise ModelError(f"cannot load the model in {model_folder}: {str(e).strip().splitlines()[0]}") from None
     return predictor

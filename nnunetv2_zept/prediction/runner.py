@@ -28,9 +28,9 @@ from nnunetv2_zept.prediction.export import (PredictionArrays, image_like, label
 from nnunetv2_zept.prediction.inputs import InputSpec, LoadedCase, PredictInputError, load_case
 from nnunetv2_zept.prediction.predictor import AnomalyMapPredictor
 from nnunetv2_zept.prediction.report import (anomaly_findings, class_volumes, roles_for_model, tumour_findings)
+from nnunetv2_zept.prediction_files import case_output_files
 from nnunetv2_zept.tumour_score import TumourScoreSettings
 
-LABEL_MAP_ENDING = ".nii.gz"
 # readers whose arrays are reoriented before prediction; the same is done here
 REORIENTING_READERS = {"SimpleITKIOWithReorient": "RAS"}
 
@@ -45,17 +45,46 @@ class PredictOptions:
 
 
 def output_files(case_id: str, options: PredictOptions, with_anomaly: bool, is_dicom: bool) -> dict:
-    o = options.output_folder
-    files = {"label_map": os.path.join(o, case_id + LABEL_MAP_ENDING), "report": os.path.join(o, case_id + ".json")}
-    if with_anomaly:
-        files["anomaly_map"] = os.path.join(o, case_id + "_anomaly" + LABEL_MAP_ENDING)
-    if options.save_probabilities:
-        files["probabilities"] = os.path.join(o, case_id + "_probabilities")
-        files["probabilities_npz"] = os.path.join(o, case_id + ".npz")
-        files["properties_pkl"] = os.path.join(o, case_id + ".pkl")
-    if options.dicom_seg and is_dicom:
-        files["dicom_seg"] = os.path.join(o, case_id + "_seg.dcm")
-    return files
+    """The files this run writes for the case."""
+    return case_output_files(options.output_folder, case_id, anomaly=with_anomaly,
+                             probabilities=options.save_probabilities, dicom_seg=options.dicom_seg and is_dicom)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def input_collision(files: dict, inputs: Sequence[InputSpec]) -> Optional[str]:
+    """Why writing `files` would touch an input (the file itself, through a symbolic or hard
+    link, or a file inside an input DICOM folder), or None."""
+    for out in files.values():
+        real_out = os.path.realpath(out)
+        for spec in inputs:
+            real_in = os.path.realpath(spec.path)
+            if spec.kind == "dicom":
+                hit = _inside(real_out, real_in)
+                what = "lies inside the input DICOM folder"
+            else:
+                hit = real_out == real_in or _inside(real_in, real_out) or (
+                    os.path.exists(out) and os.path.exists(spec.path) and os.path.samefile(out, spec.path))
+                what = "is the input file itself (same file, or a link to it)"
+            if hit:
+                return (f"output {out} {what} {spec.path}; refusing to write it, --overwrite or not. Choose an output "
+                        f"folder (-o) away from the inputs")
+    return None
+
+
+def _remove_output(path: str) -> None:
+    """Remove an earlier output; a link is removed itself, never what it points to."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.remove(path)
+    elif os.path.isdir(path):
+        for name in os.listdir(path):   # only the probability images this command writes
+            p = os.path.join(path, name)
+            if name.endswith(".nii.gz") and (os.path.islink(p) or os.path.isfile(p)):
+                os.remove(p)
+        if not os.listdir(path):
+            os.rmdir(path)
 
 
 class CasePredictor:
@@ -69,6 +98,7 @@ class CasePredictor:
         self.checkpoint_name = checkpoint_name
         self.options = options
         self.log = log
+        self.inputs: List[InputSpec] = []   # every input of the run: no output may touch one
         self.plans = predictor.plans_manager.plans
         self.configuration = self._configuration_name()
         self.with_anomaly = predictor.enable_anomaly_map()
@@ -105,9 +135,16 @@ class CasePredictor:
         return load_case(spec, self.needs_3d)
 
     def check_outputs_free(self, spec: InputSpec) -> dict:
+        """This run's files for the case.  No output may be an input; without --overwrite no output
+        of the case may exist, from this run's options or any other (a mixed set of files from two
+        runs would be read as one case by `evaluate`)."""
         files = output_files(spec.case_id, self.options, self.with_anomaly, spec.kind == "dicom")
+        every = case_output_files(self.options.output_folder, spec.case_id)
+        collision = input_collision(every, self.inputs or [spec])
+        if collision:
+            raise PredictInputError(f"{spec.path}: {collision}")
         if not self.options.overwrite:
-            existing = [f for f in files.values() if os.path.exists(f)]
+            existing = [f for f in every.values() if os.path.lexists(f)]
             if existing:
                 raise PredictInputError(
                     f"{spec.path}: output {existing[0]} already exists; choose another output folder (-o) or pass "
@@ -194,6 +231,12 @@ class CasePredictor:
         """Write the case's files; on any error remove what this call wrote, so a failed case
         leaves no half set of outputs behind."""
         written: List[str] = []
+        if self.options.overwrite:
+            # every earlier output of the case goes, also those this run does not write (e.g. the
+            # .npz of an earlier --save_probabilities run), so no mixed set is left behind
+            for path in case_output_files(self.options.output_folder, case.case_id).values():
+                if os.path.lexists(path):
+                    _remove_output(path)
         try:
             return self._write_all(case, arrays, files, props, written)
         except BaseException:
@@ -307,6 +350,7 @@ def predict_inputs(case_predictor: CasePredictor, specs: Sequence[InputSpec],
                    log=print) -> Tuple[List[dict], List[Tuple[str, str]]]:
     """Predict every input; returns (reports, failures as (input, message))."""
     reports, failures = [], list(early_failures)
+    case_predictor.inputs = list(specs)
     for inp, msg in early_failures:
         log(f"[skip] {msg}")
     n = len(specs)

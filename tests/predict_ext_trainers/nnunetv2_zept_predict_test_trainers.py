@@ -1,10 +1,15 @@
-"""Test-only trainer for the prediction tests (tests/test_predict_*.py); nothing else belongs here.
+"""Test-only trainers; nothing else belongs here.
 
-This folder is put first in `nnUNet_extTrainer` by the tests' model fixture; nnU-Net imports
-every module in it, so it holds only this one.  The trainer trains nnU-Net's planned
-PlainConvUNet for one epoch of two iterations (the stock trainers run 250 per epoch), wrapped so
-that the network honours the ZePT network contract for the anomaly map: with
-`network.return_anomaly_map = True` the eval forward appends one last channel, the anomaly logit.
+This folder is put first in `nnUNet_extTrainer` by the tests that use it; nnU-Net imports every
+module in it, so it holds only this one.
+
+* `nnUNetTrainerPlainTiny` is nnU-Net's own trainer (network, loss, schedule) for one epoch of
+  two iterations (the stock trainers run 250 per epoch): the plain nnU-Net training that
+  tests/test_model_selection.py runs with and without the plugin.
+* `nnUNetTrainerZePTPredictTest` (the prediction tests, tests/test_predict_*.py) trains the same
+  way, with nnU-Net's planned PlainConvUNet wrapped so that the network honours the ZePT network
+  contract for the anomaly map: with `network.return_anomaly_map = True` the eval forward appends
+  one last channel, the anomaly logit.
 
 The wrapper keeps the U-Net's `encoder` and `decoder` as its own attributes, so its state_dict
 has exactly PlainConvUNet's keys: the same checkpoint also loads into a plain nnU-Net network
@@ -40,7 +45,7 @@ class AnomalyContractUNet(nn.Module):
         return torch.cat((out, anomaly), dim=1)
 
 
-class nnUNetTrainerZePTPredictTest(nnUNetTrainer):
+class nnUNetTrainerPlainTiny(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -48,6 +53,8 @@ class nnUNetTrainerZePTPredictTest(nnUNetTrainer):
         self.num_val_iterations_per_epoch = 1
         self.num_epochs = 1
 
+
+class nnUNetTrainerZePTPredictTest(nnUNetTrainerPlainTiny):
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                    enable_deep_supervision: bool = True) -> nn.Module:
