@@ -24,7 +24,7 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py dev  --configs zept_noSelfPrompt zept_noGrouping --seeds 0 1   # ablations
   python benchmarks/zero_shot.py test --configs zept nnunet nnunet_adamw --seeds 0 1 2 --tag v1
   python benchmarks/zero_shot.py report                                  # tables from the result files
-  python benchmarks/zero_shot.py export-reference --tag v1               # the demo's reference models
+  python benchmarks/zero_shot.py export-reference                       # the demo's reference models
 
 `test` refuses a configuration that has no development results for the same budget and seeds,
 and one that the test record (results/zero_shot/test_record.json) already holds under the same
@@ -312,6 +312,37 @@ def evaluate_run(folders: Dict[str, Path], prediction: Path, dataset_json: dict)
     return summary, arrays
 
 
+# ------------------------------------------------------------------------------------ reference models
+REFERENCE_MODELS = HERE / "reference_models"
+REFERENCE_CONFIGS = {"zept": "zept", "nnunet_adamw": "nnunet_adamw"}      # zip name -> configuration
+
+
+def export_references(bench: "Bench", folder: Path, seed: int = 0) -> List[Path]:
+    """The seed-0 models of ZePT and of the like-for-like baseline as nnU-Net zips for the demo
+    (nnunetv2_zept.experiments.reference_models), each with its development-split results."""
+    from nnunetv2_zept.experiments.reference_models import export_reference_zip
+
+    bench.prepare()
+    out = []
+    for name, config in REFERENCE_CONFIGS.items():
+        dev = bench.run_file("dev", config, seed)
+        if not dev.is_file():
+            raise SystemExit(f"no development run of {config!r} seed {seed} (budget {bench.budget_name}); run "
+                             f"`python benchmarks/zero_shot.py dev --configs {config} --seeds {seed}` first")
+        run = json.loads(dev.read_text())
+        trainer = trainers_of(config)[-1]
+        info = {"name": name, "config": config, "seed": seed, "budget": bench.budget_name,
+                "budget_settings": bench.budget.__dict__, "data": bench.data.__dict__, "grid": bench.grid.to_dict(),
+                "trainers": trainers_of(config), "commit": run.get("commit"),
+                "development_split": run["full_resolution"]["groups"],
+                "rebuild": f"python benchmarks/zero_shot.py dev --configs {config} --seeds {seed} --budget "
+                           f"{bench.budget_name} && python benchmarks/zero_shot.py export-reference --budget "
+                           f"{bench.budget_name}"}
+        out.append(export_reference_zip(bench.fold_folder(seed, trainer).parent, folder / f"{name}.zip", info,
+                                        f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", FOLD))
+    return out
+
+
 # ------------------------------------------------------------------------------------ report
 def load_runs(results: Path, split: str, config: str) -> List[dict]:
     runs = []
@@ -433,7 +464,7 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("dev", "test", "report"))
+    ap.add_argument("command", choices=("dev", "test", "report", "export-reference"))
     ap.add_argument("--configs", nargs="+", default=list(MAIN_CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="b2000", choices=sorted(BUDGETS))
@@ -451,6 +482,10 @@ def main(argv=None) -> int:
     for c in args.configs:
         trainers_of(c)
     bench = Bench(Path(args.work).resolve(), args.budget, args.device, results)
+    if args.command == "export-reference":
+        for path in export_references(bench, REFERENCE_MODELS):
+            log(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")
+        return 0
     if args.command == "test":
         bench.check_test_allowed(args.configs, args.seeds, args.tag)
     t0 = time.time()

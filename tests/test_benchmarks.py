@@ -3,9 +3,11 @@ sealed zero-shot benchmark's statistics, configurations and pipeline."""
 import json
 import os
 import sys
+import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCH)
@@ -119,3 +121,35 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
         zero_shot.main(["test", "--configs", "zept", "--tag", "t1"] + common)
     report = (results / "report.md").read_text()
     assert "TEST split" in report and "scored 1 time" in report
+
+    # reference models: small nnU-Net zips that nnU-Net's own predictor loads after installation
+    from nnunetv2_zept.experiments.reference_models import (ReferenceModelError, install_reference,
+                                                            reference_info)
+
+    bench = zero_shot.Bench(work, "quick", "cpu", results)
+    zips = zero_shot.export_references(bench, tmp_path / "reference")
+    assert sorted(z.name for z in zips) == ["nnunet_adamw.zip", "zept.zip"]
+    info = reference_info(zips[1] if zips[1].name == "zept.zip" else zips[0])
+    assert info["config"] == "zept" and info["seed"] == 0 and "rebuild" in info
+    installed = tmp_path / "installed"
+    for z in zips:
+        install_reference(z, installed)
+    model = installed / info["model_folder"]
+    ckpt = torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False, map_location="cpu")
+    assert ckpt["optimizer_state"] is None
+    assert all(v.dtype != torch.float32 for v in ckpt["network_weights"].values())
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(device=torch.device("cpu"), use_mirroring=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model), (0,), "checkpoint_final.pth")
+    # a zip of another plugin version is refused before anything is installed
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(zips[0]) as src, zipfile.ZipFile(other, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith("zept_reference.json"):
+                data = json.dumps(dict(json.loads(data), plugin_version="0.0.1")).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ReferenceModelError, match=r"nnunetv2_zept 0\.0\.1 but this is nnunetv2_zept"):
+        install_reference(other, tmp_path / "never")
+    assert not (tmp_path / "never").exists()

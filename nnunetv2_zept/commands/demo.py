@@ -1,9 +1,9 @@
 """`nnunetv2_zept demo`: the whole pipeline on synthetic CT in one command (docs/demo.md)."""
 import sys
 
-HELP = ("make the synthetic pan-tumour CT dataset, plan and preprocess it, train ZePT Stage 1, Stage 2 and a plain "
-        "nnU-Net baseline with the stock nnU-Net commands, predict the held-out cases, evaluate seen and zero-shot "
-        "tumour types and write a report with figures (default: about 14 minutes on 2 idle CPU cores; see "
+HELP = ("make synthetic pan-tumour CT, train ZePT Stage 1 and Stage 2 from scratch with the stock nnU-Net commands, "
+        "install the sealed benchmark's reference models (ZePT and the like-for-like nnU-Net), predict fresh held-out "
+        "cases with all of them, evaluate seen and zero-shot tumour types and write a report with figures (see "
         "docs/demo.md)")
 
 
@@ -25,17 +25,25 @@ def add_arguments(parser):
                         help="tiny run (5 + 6 cases on a coarse grid, a few training steps) to check the pipeline; "
                              "its numbers are meaningless (used by the test suite)")
     preset.add_argument("--longer", action="store_true",
-                        help=f"{longer.stage1.total} Stage 1 + {longer.stage2.total} Stage 2 steps and "
-                             f"{longer.baseline.total} baseline steps, 3.3x the default (about 45 minutes on 2 CPU "
-                             "cores): better models")
+                        help=f"the sealed benchmark's budget: {longer.stage1.total} Stage 1 + {longer.stage2.total} "
+                             f"Stage 2 steps, and the like-for-like nnU-Net trained here too ({longer.baseline.total} "
+                             "steps)")
     preset.add_argument("--gpu", action="store_true",
                         help=f"GPU preset, on cuda: the generator's 5 mm grid, nnU-Net's full U-Net width, "
                              f"{gpu.stage1.total} + {gpu.stage2.total} ZePT steps and {gpu.baseline.total} baseline steps")
     data = parser.add_argument_group("dataset")
     data.add_argument("--num-train", type=int, default=None, help=f"training cases (default {d.num_train})")
     data.add_argument("--num-test", type=int, default=None,
-                      help=f"held-out cases, about 30%% of them tumour-free (default {d.num_test}; at least 6)")
-    data.add_argument("--seed", type=int, default=None, help="seed of the synthetic dataset (default 0)")
+                      help=f"fresh held-out cases, as many per tumour type, the rest tumour-free (default {d.num_test}; "
+                           "at least 7)")
+    data.add_argument("--seed", type=int, default=None,
+                      help=f"generator seed of the training cases (default {d.seed}: the reference models' training set)")
+    data.add_argument("--held-out-seed", type=int, default=None,
+                      help=f"generator seed of the held-out cases (default {d.held_out_seed}, used by no training)")
+    ref = parser.add_argument_group("reference models")
+    ref.add_argument("--no-reference", action="store_true", help="do not install and show the reference models")
+    ref.add_argument("--reference-models", default=None, metavar="DIR",
+                     help="folder of reference model zips (default: benchmarks/reference_models of the repository)")
     train = parser.add_argument_group("training length (steps = epochs x iterations per epoch)")
     train.add_argument("--iterations", type=int, default=None,
                        help=f"iterations (batches of 2 cases) per epoch, all models (default {d.iterations})")
@@ -43,6 +51,8 @@ def add_arguments(parser):
                        help=f"Stage 1 epochs; Stage 2 gets {d.stage2_epochs}/{d.stage1_epochs} of them unless "
                             f"--stage2-epochs is given (default {d.stage1_epochs})")
     train.add_argument("--stage2-epochs", type=int, default=None, help=f"Stage 2 epochs (default {d.stage2_epochs})")
+    train.add_argument("--baseline", action="store_true",
+                       help="also train the like-for-like nnU-Net here (nnUNetTrainerZePTBaselineAdamW; --longer does)")
     train.add_argument("--baseline-epochs", type=int, default=None,
                        help="baseline epochs (default: Stage 1 + Stage 2 epochs, i.e. the same number of steps)")
     train.add_argument("--fold", choices=["0", "all"], default=None,
@@ -63,9 +73,11 @@ def settings_from_args(args):
         base = demo_settings(preset)
         stage2 = max(1, round(args.epochs * base.stage2_epochs / base.stage1_epochs))
     overrides = dict(output=args.output, overwrite=args.overwrite or None, device=args.device,
-                     num_train=args.num_train, num_test=args.num_test, seed=args.seed, iterations=args.iterations,
+                     num_train=args.num_train, num_test=args.num_test, seed=args.seed,
+                     held_out_seed=args.held_out_seed, iterations=args.iterations,
                      stage1_epochs=args.epochs, stage2_epochs=stage2, baseline_epochs=args.baseline_epochs,
-                     fold=args.fold)
+                     fold=args.fold, train_baseline=True if args.baseline else None,
+                     use_reference=False if args.no_reference else None, reference_models=args.reference_models)
     settings = demo_settings(preset, **overrides)
     if args.unet_features is not None:
         from dataclasses import replace

@@ -1,11 +1,11 @@
-"""Evaluation of the demo's predictions: the library's `evaluate_folder` for each model, with the
-baseline's zero-shot channels replaced by its tumour-agnostic score (baseline_scores.py), plus the
-pooled ROC curves that the report draws for both models on the same axes."""
+"""Evaluation of the demo's predictions: the library's `evaluate_folder` for each model, with a plain
+baseline's zero-shot channels replaced by its tumour-agnostic score (experiments/baseline_scores.py),
+plus the pooled ROC curves that the report draws for all models on the same axes."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Set
 
 import numpy as np
 
@@ -19,8 +19,9 @@ def _ids(value):
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def evaluate_models(raw: Path, predictions: Dict[str, Path], output: Path) -> dict:
-    """Evaluate every model's prediction folder against labelsTs.
+def evaluate_models(raw: Path, predictions: Dict[str, Path], output: Path, baselines: Set[str] = frozenset()) -> dict:
+    """Evaluate every model's prediction folder against labelsTs (the CT body mask from imagesTs);
+    the models in `baselines` are plain nnU-Nets, read through their tumour-agnostic score.
 
     Returns {"summaries": model -> summary dict of evaluate_folder, "voxel_roc": model ->
     VoxelRocCurves, "case_roc": model -> tumour name -> (fpr, tpr, auc) or None, "roles": ClassRoles,
@@ -32,15 +33,15 @@ def evaluate_models(raw: Path, predictions: Dict[str, Path], output: Path) -> di
     names = channel_names(dj)
     settings = TumourScoreSettings()
     folders = dict(predictions)
-    if "baseline" in folders:
-        agnostic = folders["baseline"].parent / (folders["baseline"].name + "_tumour_agnostic")
-        tumour_agnostic_copy(folders["baseline"], agnostic, dj)
-        folders["baseline"] = agnostic
+    for model in baselines:
+        agnostic = folders[model].parent / (folders[model].name + "_tumour_agnostic")
+        tumour_agnostic_copy(folders[model], agnostic, dj)
+        folders[model] = agnostic
 
     summaries, voxel, cases = {}, {}, {}
     for model, folder in folders.items():
         summaries[model] = evaluate_folder(str(raw / "labelsTs"), str(folder), dj, str(output / model),
-                                           score_settings=settings, plots=True)
+                                           score_settings=settings, plots=True, images_folder=str(raw / "imagesTs"))
         voxel[model] = _voxel_curves(raw, folder, dj, roles, names, settings)
         cases[model] = {}
         for t in roles.tumours:

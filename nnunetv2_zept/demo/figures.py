@@ -138,16 +138,16 @@ def comparison_roc(name: str, kind: str, voxel: Dict[str, VoxelRocCurves], cases
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    styles = {0: ("tab:red", "-"), 1: ("tab:blue", "--"), 2: ("tab:green", ":")}
+    styles = {0: ("tab:red", "-"), 1: ("tab:blue", "--"), 2: ("tab:green", ":"), 3: ("tab:purple", "-.")}
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for k, (model, curves) in enumerate(voxel.items()):
-        colour, ls = styles[k % 3]
+        colour, ls = styles[k % 4]
         for ax, region in zip(axes[:2], ("body", "host")):
             fpr, tpr, auc = curves.curve(name, region)
             if np.all(np.isfinite(fpr)):
                 ax.plot(fpr, tpr, ls, color=colour, label=f"{model} (AUROC {auc:.3f})")
     for k, (model, c) in enumerate(cases.items()):
-        colour, ls = styles[k % 3]
+        colour, ls = styles[k % 4]
         if c is not None:
             fpr, tpr, auc = c
             axes[2].plot(fpr, tpr, ls, color=colour, marker="o", ms=3, label=f"{model} (AUROC {auc:.3f})")

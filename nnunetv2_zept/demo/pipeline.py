@@ -1,4 +1,5 @@
-"""The demo pipeline: synthetic dataset -> plan -> Stage 1, Stage 2, baseline -> predict -> evaluate -> report.
+"""The demo pipeline: synthetic datasets -> plan -> Stage 1, Stage 2 (, baseline) -> reference models ->
+predict fresh held-out cases -> evaluate -> report.
 
 Every nnU-Net step is the stock command in a subprocess (experiments/nnunet_runs.py); the evaluation is
 the library's `evaluate_folder`, so the numbers are exactly what `nnunetv2_zept evaluate` gives.
@@ -11,6 +12,7 @@ import platform
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,10 +21,8 @@ from nnunetv2_zept.demo.settings import DEFAULT_DATASET_NAME, DemoSettings
 
 MARKER = "zept_demo.json"      # marks a folder this demo wrote (and may replace with --overwrite)
 TRAINERS = {"stage1": "nnUNetTrainerZePTStage1", "stage2": "nnUNetTrainerZePTStage2",
-            "baseline": "nnUNetTrainerZePTBaseline"}
-MODEL_LABELS = {"zept": "ZePT", "baseline": "nnU-Net baseline"}
-PHASES = ["making the synthetic dataset", "planning and preprocessing", "training Stage 1", "training Stage 2",
-          "training the nnU-Net baseline", "predicting the held-out cases", "evaluating", "writing the report"]
+            "baseline": "nnUNetTrainerZePTBaselineAdamW"}
+HELD_OUT_NAME = "ZePTDemoHeldOut"
 
 
 class DemoError(RuntimeError):
@@ -76,34 +76,64 @@ class Progress:
             self._current = None
 
 
+@dataclass
+class DemoModel:
+    """A model whose predictions of the held-out cases the report shows."""
+
+    key: str
+    label: str
+    dataset_id: int
+    trainer: str
+    results: Path                 # its nnUNet_results root
+    baseline: bool                # plain nnU-Net: zero-shot read by the tumour-agnostic score
+    reference: Optional[dict] = None   # zept_reference.json of an installed reference model
+
+
+def phases(settings: DemoSettings, with_reference: bool) -> List[str]:
+    return (["making the synthetic datasets", "planning and preprocessing", "training Stage 1", "training Stage 2"]
+            + (["training the nnU-Net baseline"] if settings.train_baseline else [])
+            + (["installing the reference models"] if with_reference else [])
+            + ["predicting the held-out cases", "evaluating", "writing the report"])
+
+
 def run_demo(settings: DemoSettings) -> Path:
     """Run the whole demo; return the path of report.md."""
     from nnunetv2_zept.demo.evaluation_step import evaluate_models
     from nnunetv2_zept.demo.report import write_report
-    from nnunetv2_zept.synthetic import make_synthetic_dataset
+    from nnunetv2_zept.experiments.reference_models import install_reference, shipped_reference_models
+    from nnunetv2_zept.experiments.synthetic_runs import SyntheticGrid, make_dataset, plan_dataset
 
     t_start = time.time()
+    references = shipped_reference_models(settings.reference_models) if settings.use_reference else {}
     out = prepare_output(settings)
     env = nnunet_steps.nnunet_environment(out, settings.threads)
     logs = out / "logs"
-    progress = Progress(PHASES)
+    progress = Progress(phases(settings, bool(references)))
     did = settings.dataset_id
+    grid = SyntheticGrid(tuple(settings.shape), settings.spacing_mm, settings.min_lesion_mm, settings.unet_features)
     trained: Dict[str, dict] = {}
 
-    progress.start(PHASES[0], f"{settings.num_train} training + {settings.num_test} held-out cases, seed {settings.seed}")
-    raw = make_synthetic_dataset(env["nnUNet_raw"], dataset_id=did, name=DEFAULT_DATASET_NAME, preset="demo",
-                                 num_train=settings.num_train, num_test=settings.num_test, seed=settings.seed,
-                                 shape=settings.shape, spacing=(settings.spacing_mm,) * 3,
-                                 min_lesion_diameter_mm=settings.min_lesion_mm)
-    meta = json.loads((raw / "cases.json").read_text())
+    progress.start("making the synthetic datasets", f"{settings.num_train} training cases (seed {settings.seed}), "
+                   f"{settings.num_test} fresh held-out cases (seed {settings.held_out_seed})")
+    raw = make_dataset(Path(env["nnUNet_raw"]), did, DEFAULT_DATASET_NAME, grid, settings.num_train, 0, settings.seed)
+    n_types = len(json.loads((raw / "dataset.json").read_text())["zept"]["tumours"])
+    # the same number of cases per tumour type, the rest (at least one) tumour-free
+    free = settings.num_test - n_types * max(1, (settings.num_test - 1) // n_types)
+    held_out = make_dataset(out / "held_out", did + 1, HELD_OUT_NAME, grid, 0, settings.num_test, settings.held_out_seed,
+                            free / settings.num_test)
+    meta = json.loads((held_out / "cases.json").read_text())
 
-    progress.start(PHASES[1])
-    nnunet_steps.plan_and_preprocess(did, env, logs / "plan_and_preprocess.log")
-    if settings.unet_features is not None:
-        widths = nnunet_steps.set_unet_features(Path(env["nnUNet_preprocessed"]) / raw.name, settings.unet_features)
-        print(f"      U-Net features per stage set to {widths} (ZePT and baseline alike)")
+    progress.start("planning and preprocessing")
+    plan_dataset(did, DEFAULT_DATASET_NAME, grid, env, logs / "plan_and_preprocess.log")
 
-    for phase, key in zip(PHASES[2:5], ("stage1", "stage2", "baseline")):
+    models: Dict[str, DemoModel] = {"zept": DemoModel("zept", "ZePT (trained here)", did, TRAINERS["stage2"],
+                                                      Path(env["nnUNet_results"]), False)}
+    runs = [("training Stage 1", "stage1"), ("training Stage 2", "stage2")]
+    if settings.train_baseline:
+        runs.append(("training the nnU-Net baseline", "baseline"))
+        models["baseline"] = DemoModel("baseline", "nnU-Net like-for-like (trained here)", did, TRAINERS["baseline"],
+                                       Path(env["nnUNet_results"]), True)
+    for phase, key in runs:
         length = getattr(settings, key)
         progress.start(phase, f"{TRAINERS[key]}, fold {settings.fold}, {length.epochs} epochs x {length.iterations} "
                               f"iterations = {length.total} steps on {settings.device}")
@@ -117,22 +147,34 @@ def run_demo(settings: DemoSettings) -> Path:
                             seconds_per_iteration=spi, trainer=TRAINERS[key],
                             epochs=length.epochs, iterations=length.iterations, total_iterations=length.total)
 
-    progress.start(PHASES[5], f"{settings.num_test} cases, ZePT and baseline")
-    predictions = {"zept": out / "predictions" / "zept", "baseline": out / "predictions" / "baseline"}
-    pred_seconds = {}
-    for model, trainer in (("zept", TRAINERS["stage2"]), ("baseline", TRAINERS["baseline"])):
-        res = nnunet_steps.predict(did, trainer, settings.fold, raw / "imagesTs", predictions[model], settings.device,
-                                   env, logs / f"predict_{model}.log")
-        pred_seconds[model] = res.seconds
+    if references:
+        progress.start("installing the reference models", ", ".join(p.name for p in references.values()))
+        root = out / "reference_results"
+        for name, zip_path in references.items():
+            info = install_reference(zip_path, root)
+            dataset_name, folder = info["model_folder"].split("/")
+            is_baseline = info["config"] != "zept"
+            models[f"reference_{name}"] = DemoModel(
+                f"reference_{name}", ("nnU-Net like-for-like (reference)" if is_baseline else "ZePT (reference)"),
+                int(dataset_name[len("Dataset"):len("Dataset") + 3]), folder.split("__")[0], root, is_baseline, info)
 
-    progress.start(PHASES[6])
-    evaluation = evaluate_models(raw, predictions, out / "evaluation")
+    progress.start("predicting the held-out cases", f"{settings.num_test} cases, {len(models)} models")
+    predictions, pred_seconds = {}, {}
+    for key, m in models.items():
+        predictions[key] = out / "predictions" / key
+        res = nnunet_steps.predict(m.dataset_id, m.trainer, settings.fold, held_out / "imagesTs", predictions[key],
+                                   settings.device, dict(env, nnUNet_results=str(m.results)), logs / f"predict_{key}.log")
+        pred_seconds[key] = res.seconds
 
-    progress.start(PHASES[7])
+    progress.start("evaluating")
+    evaluation = evaluate_models(held_out, predictions, out / "evaluation", {k for k, m in models.items() if m.baseline})
+
+    progress.start("writing the report")
     t_report = time.time()
-    report = write_report(out / "report", settings, raw, meta, trained, evaluation, dict(progress.seconds),
+    report = write_report(out / "report", settings, held_out, meta, models, trained, evaluation, dict(progress.seconds),
                           pred_seconds, phase_started=t_report, t_start=t_start, run_info=run_info(),
-                          phase_cpu_seconds=dict(progress.cpu_seconds))
+                          phase_cpu_seconds=dict(progress.cpu_seconds),
+                          reference_folder=settings.reference_models if settings.use_reference else None)
     progress.finish()
     timings = dict(progress.seconds)
     total = time.time() - t_start
@@ -140,7 +182,8 @@ def run_demo(settings: DemoSettings) -> Path:
                                           "phase_seconds": timings, "phase_cpu_seconds": progress.cpu_seconds,
                                           "total_seconds": total,
                                           "report": str(report)}, indent=2))
-    print(f"[{len(PHASES)}/{len(PHASES)}] done in {total / 60:.1f} min. Report: {report}", flush=True)
+    n = len(progress.phases)
+    print(f"[{n}/{n}] done in {total / 60:.1f} min. Report: {report}", flush=True)
     return report
 
 

@@ -111,7 +111,7 @@ def plan_cases(num_train: int, num_test: int, seed: int, seen: Sequence[str], ze
         n_free_test = max(n_free_test, 1)
     cycle = list(zero_shot) + [t for t in seen if t not in zero_shot]
     n_tumour_test = num_test - n_free_test
-    if zero_shot and n_tumour_test < len(zero_shot):
+    if num_test and zero_shot and n_tumour_test < len(zero_shot):
         raise ValueError(f"num_test = {num_test} with tumour_free_fraction = {tumour_free_fraction} leaves "
                          f"{n_tumour_test} held-out tumour cases for {len(zero_shot)} zero-shot types "
                          f"{list(zero_shot)}; raise num_test to at least {len(zero_shot) + max(n_free_test, 1)}")
