@@ -1,4 +1,4 @@
-"""Query-knowledge alignment head (zept-method.md 5.1, 11.3 item 6).
+"""Query-knowledge alignment head (docs/architecture.md).
 
 Queries [B, Q, D] and text embeddings [Q, T] are projected into one A-dim space and
 L2-normalised; the trainer's alignment loss compares them with logit_scale * cosine.  All of it

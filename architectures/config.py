@@ -23,7 +23,7 @@ BACKGROUND_TISSUES = {
 }
 
 DEFAULT_SWITCHES = {
-    # ablation switches (DESIGN.md 5 and 10); defaults are the project's choice
+    # ablation switches (docs/architecture.md, decision log); defaults are the project's choice
     "grouping": True,
     "self_prompt": True,
     "alignment": True,

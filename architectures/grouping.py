@@ -1,4 +1,4 @@
-"""Object-aware feature grouping of the fundamental queries (GroupViT-style, zept-method.md 3.2).
+"""Object-aware feature grouping of the fundamental queries (GroupViT-style, docs/architecture.md).
 
 One `GroupingBlock` per tapped level, applied coarse -> fine.  A block first lets the queries
 read the level's tokens by cross-attention, then assigns every token (voxel) to exactly one

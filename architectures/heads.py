@@ -31,8 +31,12 @@ class QueryLevelHead(nn.Module):
         b, c = features.shape[:2]
         qn = self.norm(queries)
         w = self.weight(qn) * self.scale                                   # [B, Q, C]
-        logits = torch.bmm(w.to(features.dtype), features.reshape(b, c, -1))  # fp32 accumulate in bmm
-        logits = logits.float() + self.bias(qn).float()
+        if features.dtype == torch.float32:
+            # the bias rides along in the matrix product (one pass over the full-resolution logits)
+            logits = torch.baddbmm(self.bias(qn).float(), w.float(), features.reshape(b, c, -1))
+        else:
+            logits = torch.bmm(w.to(features.dtype), features.reshape(b, c, -1))  # fp32 accumulate in bmm
+            logits = logits.float() + self.bias(qn).float()
         return logits.view(b, -1, *features.shape[2:])
 
 
@@ -51,8 +55,8 @@ class MaskFeatureAdapter(nn.Module):
     """Stage-2 adapter on the frozen full-resolution mask features: [B, C, *s] -> [B, H, *s].
 
     A small trainable conv (kernel `kernel`, then GELU and a 1x1 conv) lets the tumour head use
-    feature combinations the frozen Stage-1 features do not offer linearly (DESIGN.md 10,
-    decision 5).  It is only run in Stage 2.
+    feature combinations the frozen Stage-1 features do not offer linearly (docs/architecture.md,
+    decision D5).  It is only run in Stage 2.
     """
 
     def __init__(self, conv_op: type, channels: int, hidden: int, kernel: int = 3):

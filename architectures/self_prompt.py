@@ -5,7 +5,7 @@ already computed by the mask heads (they are also the deep-supervision logits, s
 trained logits with a meaningful zero).  The anomaly is a(x) = -max_n s(n, x): high where no
 query explains the voxel.
 
-Calibration (DESIGN.md 10, decision 2):
+Calibration (docs/architecture.md, decision D2):
 - "calibrated" (default): logit l = (a - offset) / scale with per-level buffers.  `scale` is a
   running standard deviation of `a` gathered while Stage 1 trains (EMA, frozen afterwards and
   in eval), `offset` defaults to 0 = the queries' own decision boundary (sigmoid(l) > 0.5 iff
@@ -76,18 +76,36 @@ class AnomalyCalibration(nn.Module):
             return logit.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
 
 
+def _segment_steps(r: int) -> List[int]:
+    """Offsets d_i whose 3-point segments {-d_i, 0, d_i} sum to every integer in [-r, r]: 1, 2, 4, ...
+    while the covered half-width stays below r, then the remainder (never more than the next power
+    of two, so the sum stays contiguous).  A box of half-width r costs 3 * len(steps) comparisons
+    per voxel instead of 2r + 1."""
+    steps, covered = [], 0
+    while covered < r:
+        d = min(covered + 1, r - covered)
+        steps.append(d)
+        covered += d
+    return steps
+
+
 def dilate(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
-    """Binary dilation of a bool mask [B, C, *s] by a box of half-width radius[axis] (separable)."""
-    x = mask.float()
-    dim = x.dim() - 2
-    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dim]
+    """Binary dilation of a bool mask [B, C, *s] by a box of half-width radius[axis]: separable, per
+    axis a few 3-point ORs of shifted copies (see _segment_steps)."""
+    x = mask.bool()
     for axis, r in enumerate(radius):
-        if r <= 0:
-            continue
-        k, p = [1] * dim, [0] * dim
-        k[axis], p[axis] = 2 * r + 1, r
-        x = pool(x, kernel_size=k, stride=1, padding=p)
-    return x > 0.5
+        dim = axis + 2
+        for d in _segment_steps(int(r)):
+            n = x.shape[dim]
+            if d >= n:
+                # every voxel along this axis sees every other one
+                x = x.any(dim=dim, keepdim=True).expand_as(x).clone()
+                continue
+            y = x.clone()
+            y.narrow(dim, d, n - d).logical_or_(x.narrow(dim, 0, n - d))
+            y.narrow(dim, 0, n - d).logical_or_(x.narrow(dim, d, n - d))
+            x = y
+    return x
 
 
 def level_radius(growth_mm: float, spacing: Sequence[float], stride: Sequence[int]) -> Tuple[int, ...]:
@@ -120,14 +138,24 @@ def fill_cavities(mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def host_regions(organ_logits: torch.Tensor, host_sets: List[List[int]], radius: Sequence[int]) -> torch.Tensor:
-    """organ_logits [B, N_org, *s] -> bool [B, len(host_sets), *s]: the predicted union of each host
-    set with its cavities filled, dilated by `radius` voxels per axis.
+    """organ_logits [B, N_org, *s] -> bool [B, len(host_sets), *s]: for each host set the union of
+    its organs' regions, an organ's region being its prediction (logit > 0) with its cavities
+    filled, dilated by `radius` voxels per axis.
 
-    host_sets index into the organ axis of organ_logits.
+    host_sets index into the organ axis of organ_logits.  Each organ is filled and dilated once,
+    however many sets share it (dilation distributes over unions), because these are the costliest
+    per-voxel steps of prediction after the network's convolutions.
     """
-    present = organ_logits.detach() > 0
-    regions = torch.stack([present[:, hs].any(dim=1) for hs in host_sets], dim=1)
-    return dilate(fill_cavities(regions), radius)
+    organs = sorted({o for hs in host_sets for o in hs})
+    col = {o: j for j, o in enumerate(organs)}
+    grown = dilate(fill_cavities(organ_logits.detach()[:, organs] > 0), radius)
+    sets = []
+    for hs in host_sets:
+        region = grown[:, col[hs[0]]]
+        for o in hs[1:]:
+            region = region | grown[:, col[o]]
+        sets.append(region)
+    return torch.stack(sets, dim=1)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Advanced (tumour) query decoder, Mask2Former style (zept-method.md 3.5, 3.8, 11.3 item 4).
+"""Advanced (tumour) query decoder, Mask2Former style (docs/architecture.md).
 
 One `TumourDecoderLayer` per tapped level: self-attention over all queries (fundamental +
 advanced), masked cross-attention for the advanced queries only (the self-prompt decides which
@@ -8,7 +8,7 @@ organ and tissue queries.  Query order in the concatenation: fundamental first, 
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-r"""ZePTNetwork: nnU-Net's planned U-Net + fundamental/advanced queries (zept-method.md 3, 11.3).
+r"""ZePTNetwork: nnU-Net's planned U-Net + fundamental/advanced queries (docs/architecture.md).
 
 Data flow (details in docs/architecture.md):
 
@@ -31,7 +31,8 @@ from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, injec
 from .self_prompt import LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask
 from .tumour_decoder import TumourDecoder
 
-__all__ = ["ZePTNetwork", "ZePTOutput", "build_zept_network", "default_zept_config", "query_class_names"]
+__all__ = ["ZePTNetwork", "ZePTOutput", "build_zept_network", "default_zept_config", "query_class_names",
+           "unwrap_network"]
 
 # parameters whose names start with these belong to Stage 1 (backbone, grouping, fundamental
 # queries, organ/tissue head); everything else is Stage 2.
@@ -91,13 +92,15 @@ class ZePTNetwork(nn.Module):
         # query bookkeeping: fundamental rows = organs, tissues (+ tumours when not disentangled)
         self.n_org, self.n_bg, self.n_tum = len(roles.organs), len(BACKGROUND_TISSUES[sw["background_queries"]]), len(roles.tumours)
         n_fund = self.n_org + self.n_bg + (0 if sw["disentangled"] else self.n_tum)
-        self.anomaly_rows = list(range(self.n_org + self.n_bg))
+        self.anomaly_rows = slice(0, self.n_org + self.n_bg)      # organ and tissue queries (a view, no copy)
         organ_pos = {c: i for i, c in enumerate(roles.organs)}
         self.host_sets = [[organ_pos[h] for h in roles.hosts[t]] for t in roles.tumours]
         all_hosts = sorted({h for hs in self.host_sets for h in hs}) or list(range(self.n_org))
         self.zero_shot_pos = [i for i, t in enumerate(roles.tumours) if t in roles.zero_shot]
         order = list(roles.organs) + list(roles.tumours)
         self.register_buffer("channel_order", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
+        self.register_buffer("organ_channels", torch.tensor(list(roles.organs), dtype=torch.long), persistent=False)
+        self.register_buffer("tumour_channels", torch.tensor(list(roles.tumours), dtype=torch.long), persistent=False)
         self._region_sets = self.host_sets + [all_hosts]
 
         d, heads = sw["hidden_dim"], sw["num_heads"]
@@ -160,9 +163,17 @@ class ZePTNetwork(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _assemble(self, organ: torch.Tensor, tumour: Optional[torch.Tensor]) -> torch.Tensor:
-        parts = [organ.float()] + ([tumour.float()] if tumour is not None else [])
-        # every part is already finite; the clamp keeps fp16 blending in nnU-Net's predictor safe
-        return torch.cat(parts, dim=1).index_select(1, self.channel_order).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        """Organ and tumour logits in dataset.json order, clamped (every part is already finite; the
+        clamp keeps fp16 blending in nnU-Net's predictor safe)."""
+        if torch.is_grad_enabled():
+            parts = [organ.float()] + ([tumour.float()] if tumour is not None else [])
+            return torch.cat(parts, dim=1).index_select(1, self.channel_order).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        # prediction: write each part once into place (no concatenated copy to reorder)
+        out = organ.new_empty((organ.shape[0], self.roles.num_channels) + tuple(organ.shape[2:]), dtype=torch.float32)
+        out.index_copy_(1, self.organ_channels, organ.float())
+        if tumour is not None:
+            out.index_copy_(1, self.tumour_channels, tumour.float())
+        return out.clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)
 
     def _stage1_part_trains(self) -> bool:
         return torch.is_grad_enabled() and any(p.requires_grad for p in self.stage1_parameters())
@@ -250,13 +261,13 @@ class ZePTNetwork(nn.Module):
                 t = self.tumour_head(k, adv, dec[k])
                 if k == self.full:
                     a = self.adapter_head(adv, self.adapter(dec[k]))
-                    t = t + a * self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2))
+                    t = torch.addcmul(t, a, self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2)))
                 if sw["anomaly_injection"]:
                     t = inject_anomaly(t, anomaly[k])
                 if restricted and regions.get(k):
-                    zs = self.zero_shot_pos
-                    t = t.clone()
-                    t[:, zs] = restrict(t[:, zs], self._stacked(regions[k], zs))
+                    # t is a fresh tensor here: restrict its zero-shot channels in place
+                    for z in self.zero_shot_pos:
+                        t.select(1, z).masked_fill_(~regions[k][z][:, 0], -LOGIT_CLAMP)
                 tumour[k] = t
 
         outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in out_levels}
@@ -271,11 +282,7 @@ class ZePTNetwork(nn.Module):
         return ZePTOutput(logits, self._aux(stage, q_fund, adv, fund_logits, anomaly, prompts))
 
     def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
-        """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts).
-
-        Tumours that share a host organ share one dilation: it is the costliest per-voxel step
-        of prediction after the network's convolutions.
-        """
+        """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts)."""
         if not which:
             return {}
         which = sorted(which)
@@ -320,6 +327,17 @@ class ZePTOutput(NamedTuple):
     """
     logits: Union[torch.Tensor, List[torch.Tensor]]
     aux: Dict[str, object]
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module that owns the parameters and attributes (strips torch.compile and DDP wrappers)."""
+    while True:
+        if hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        elif isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            network = network.module
+        else:
+            return network
 
 
 def build_zept_network(plans_manager, configuration_manager, num_input_channels: int, num_output_channels: int,

@@ -51,7 +51,7 @@ def measure_one(variant: str, args) -> dict:
     """Build one variant, run warm-up + timed fwd/bwd steps; returns params, time, peak memory."""
     import torch
     from bench_data import build_variant_network, forward_with_aux
-    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.experiments.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ import tiny_dataset  # noqa: E402
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config  # noqa: E402
 from nnunetv2_zept.architectures.backbone_taps import build_planned_unet  # noqa: E402
 from nnunetv2_zept.architectures.config import background_names  # noqa: E402
-from nnunetv2_zept.architectures.example_plans import make_plans, managers  # noqa: E402
+from nnunetv2_zept.experiments.example_plans import make_plans, managers  # noqa: E402
 from nnunetv2_zept.losses.stage_losses import stage1_loss  # noqa: E402
 from nnunetv2_zept.roles import roles_from_dataset_json  # noqa: E402
 from bench_data import forward_with_aux  # noqa: E402

@@ -59,18 +59,32 @@ SHORT = {"nnUNetTrainer": "plain nnU-Net", "nnUNetTrainerZePTStage1": "ZePT Stag
 PREDICT_SETTINGS = (("nnUNetTrainer", True), ("nnUNetTrainer", False), ("nnUNetTrainerZePTStage1", False),
                     ("nnUNetTrainerZePTStage2", False))
 
+_ALL_PREDICTIONS = [list(x) for x in PREDICT_SETTINGS]
+_NO_TTA = [["nnUNetTrainer", False], ["nnUNetTrainerZePTStage2", False]]
+
 PROFILES = {
-    # CPU: fits ~10 min on a loaded 2-core machine
-    "cpu": {"repeats": 3, "warmup": 1, "iters": 3, "iters_with_data": 3, "predict_repeats": 3, "num_test": 4,
-            "predict_cases": 2, "scaling_patches": [[24, 24, 24], [32, 32, 32], [48, 48, 48]],
+    # CPU, the default demo's data (6 mm grid, 60 x 46 x 40 voxels = one patch, U-Net width 16): ~10 min on 2 cores
+    "cpu": {"repeats": 3, "warmup": 1, "iters": 3, "iters_with_data": 3, "predict_repeats": 3, "num_train": 8,
+            "num_test": 4, "predict_cases": 2, "scaling_patches": [[24, 24, 24], [32, 32, 32], [48, 48, 48]],
             "scaling_classes": [[5, 3], [9, 6], [16, 12]], "scaling_iters": 1, "scaling_batch": 1, "da_procs": 0,
-            "shape": None, "spacing": None},
-    # one GPU: larger cases (x, y, z) so that nnU-Net plans a GPU-sized patch; < 8 min
-    "cuda": {"repeats": 3, "warmup": 2, "iters": 6, "iters_with_data": 6, "predict_repeats": 2, "num_test": 4,
-             "scaling_patches": [[64, 64, 64], [96, 96, 96], [128, 128, 128]],
+            "shape": [60, 46, 40], "spacing": [6.0, 6.0, 6.0], "unet_features": 16, "predict": _ALL_PREDICTIONS},
+    # CPU, prediction of one realistic case (300 x 300 x 200 voxels at 1 mm: nnU-Net plans 128^3-ish windows,
+    # many per case), U-Net width 16; the trainings only make the checkpoints (one step each); ~40 min on 2 cores
+    "cpu_realistic": {"repeats": 1, "warmup": 0, "iters": 1, "iters_with_data": 1, "predict_repeats": 1, "num_train": 5,
+                      "num_test": 4, "predict_cases": 1, "scaling_patches": [], "scaling_classes": [],
+                      "scaling_iters": 1, "scaling_batch": 1, "da_procs": 0, "shape": [300, 300, 200],
+                      "spacing": [1.0, 1.0, 1.0], "unet_features": 16, "predict": _NO_TTA, "skip_stage1": True},
+    # the test suite's check that the script runs (gpu_cost.sh --cpu-smoke): meaningless numbers
+    "smoke": {"repeats": 1, "warmup": 0, "iters": 1, "iters_with_data": 1, "predict_repeats": 1, "num_train": 5,
+              "num_test": 4, "predict_cases": 1, "scaling_patches": [[16, 16, 16]], "scaling_classes": [],
+              "scaling_iters": 1, "scaling_batch": 1, "da_procs": 0, "shape": [32, 32, 24],
+              "spacing": [7.5, 7.5, 7.5], "unet_features": 8, "predict": _NO_TTA},
+    # one GPU: larger cases (x, y, z) so that nnU-Net plans a GPU-sized patch, nnU-Net's own width; < 4 min
+    "cuda": {"repeats": 2, "warmup": 2, "iters": 6, "iters_with_data": 6, "predict_repeats": 2, "num_train": 8,
+             "num_test": 4, "scaling_patches": [[64, 64, 64], [96, 96, 96], [128, 128, 128]],
              "scaling_classes": [[5, 3], [9, 6], [16, 12], [25, 20]], "scaling_iters": 3, "scaling_batch": 2,
-             "predict_cases": 2, "da_procs": 6,
-             "shape": [192, 192, 96], "spacing": [1.2, 1.2, 2.5]},
+             "predict_cases": 2, "da_procs": 6, "shape": [192, 192, 96], "spacing": [1.2, 1.2, 2.5],
+             "unet_features": None, "predict": _ALL_PREDICTIONS},
 }
 
 
@@ -79,8 +93,6 @@ def _env(work: Path, device: str, da_procs: int) -> dict:
     env.update({"nnUNet_raw": str(work / "raw"), "nnUNet_preprocessed": str(work / "preprocessed"),
                 "nnUNet_results": str(work / "results"), "nnUNet_def_n_proc": "1", "nnUNet_compile": "f",
                 "nnUNet_n_proc_DA": str(da_procs)})
-    for k in ("NNUNETV2_ZEPT_SWITCHES", "NNUNETV2_ZEPT_STAGE1_CHECKPOINT"):
-        env.pop(k, None)
     return env
 
 
@@ -176,22 +188,54 @@ def child_train(trainer_name: str, results: str, save: bool, warmup: int, iters:
     return out
 
 
-def child_predict(argv: List[str], device: str, threads: int = 0) -> dict:
-    """nnUNetv2_predict's own entry point in this fresh process: wall time and peak memory."""
+def child_predict(argv: List[str], device: str, threads: int = 0, command: str = "nnUNetv2_predict") -> dict:
+    """A prediction command's own entry point in this fresh process: wall time, the part spent loading
+    the model (start-up), the network's time per sliding-window tile, and peak memory."""
     import torch
-    from nnunetv2.inference.predict_from_raw_data import predict_entry_point
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    sys.argv = ["nnUNetv2_predict"] + argv
     if threads and device == "cpu":
         # the entry point calls torch.set_num_threads(cpu_count) for -device cpu; keep the override
         torch.set_num_threads = (lambda n, _f=torch.set_num_threads: _f(threads))
         torch.set_num_threads(threads)
+    timers = {"startup_s": 0.0, "window_s": 0.0, "windows": 0}
+
+    def timed(name, counter=None):
+        original = getattr(nnUNetPredictor, name)
+
+        def wrapper(self, *a, **k):
+            t = time.perf_counter()
+            try:
+                return original(self, *a, **k)
+            finally:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                timers[counter or "startup_s"] += time.perf_counter() - t
+                if counter:
+                    timers["windows"] += 1
+        setattr(nnUNetPredictor, name, wrapper)
+
+    timed("initialize_from_trained_model_folder")
+    timed("manual_initialization")                 # the plugin's predict loads checkpoints itself
+    timed("_internal_maybe_mirror_and_predict", "window_s")
     t0 = time.perf_counter()
-    predict_entry_point()
+    if command == "nnUNetv2_predict":
+        from nnunetv2.inference.predict_from_raw_data import predict_entry_point
+
+        sys.argv = [command] + argv
+        predict_entry_point()
+    else:
+        from nnunetv2_zept.cli import main as zept_main
+
+        rc = zept_main(["predict"] + argv)
+        if rc:
+            raise SystemExit(f"nnunetv2_zept predict failed with {rc}")
     if device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"wall_s": wall, "startup_s": timers["startup_s"], "work_s": wall - timers["startup_s"],
+            "window_s": timers["window_s"] / max(timers["windows"], 1), "windows": timers["windows"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda" else None}
 
 
@@ -215,7 +259,7 @@ def child_scaling(configs: List[dict], batch: int, iters: int, device: str, thre
     Stage 2 of the same plan, for each (patch, organs, tumours) config; interleaved per config."""
     import torch
     from bench_data import build_variant_network, forward_with_aux
-    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.experiments.example_plans import make_plans, managers
     from nnunetv2_zept.roles import roles_from_dataset_json
 
     dev = torch.device(device)
@@ -270,10 +314,10 @@ def prepare(work: Path, prof: dict, device: str) -> Path:
 
     raw = work / "raw" / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
     if not (raw / "dataset.json").is_file():
-        log(f"generating the synthetic data set (demo preset, shape {prof['shape'] or 'of the preset'}, "
-            f"8 training / {prof['num_test']} held-out cases)")
+        log(f"generating the synthetic data set (demo anatomy, shape {prof['shape'] or 'of the preset'}, "
+            f"{prof['num_train']} training / {prof['num_test']} held-out cases)")
         make_synthetic_dataset(work / "raw", dataset_id=DATASET_ID, name=DATASET_NAME, preset="demo", seed=0,
-                               num_train=8, num_test=prof["num_test"], tumour_free_fraction=0.0,
+                               num_train=prof["num_train"], num_test=prof["num_test"], tumour_free_fraction=0.0,
                                shape=prof["shape"], spacing=prof["spacing"],
                                num_processes=min(8, os.cpu_count() or 1) if prof["shape"] else 1)
     pre = work / "preprocessed" / raw.name
@@ -284,6 +328,10 @@ def prepare(work: Path, prof: dict, device: str) -> Path:
                                "1", "-npfp", "1"], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"planning failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        if prof.get("unet_features"):
+            from nnunetv2_zept.experiments.nnunet_runs import set_unet_features
+
+            log(f"U-Net features per stage: {set_unet_features(pre, prof['unet_features'])} (every trainer alike)")
     return raw
 
 
@@ -309,6 +357,9 @@ def _cell(s: dict, fmt: str = "{:.2f}") -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                    help="sizes and repeats (default: the device's); cpu_realistic: prediction of one 300 x 300 x 200 "
+                         "case; smoke: a few seconds of everything (the test suite)")
     ap.add_argument("--work", default=None, help="work folder (default: a new temporary folder, removed at the end)")
     ap.add_argument("--out", default=None, help="Markdown table (default benchmarks/results/training_cost_<device>.md)")
     ap.add_argument("--repeats", type=int, default=None)
@@ -339,7 +390,7 @@ def main(argv=None) -> int:
 
     if args.merge:
         return merge_runs(args)
-    prof = dict(PROFILES[args.device])
+    prof = dict(PROFILES[args.profile or args.device])
     if args.repeats:
         prof["repeats"] = prof["predict_repeats"] = args.repeats
     if args.predict_cases:
@@ -379,6 +430,8 @@ def main(argv=None) -> int:
     if "train" not in args.skip or "predict" not in args.skip:
         for r in range(prof["repeats"] if "train" not in args.skip else 1):
             for t in TRAINERS:
+                if prof.get("skip_stage1") and t == "nnUNetTrainerZePTStage1":
+                    continue
                 res_root = work / ("results" if r == 0 else f"scratch_results_{r}")
                 ckpt = res_root / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}" / f"{t}__nnUNetPlans__{CONFIG}" / "fold_0"
                 if "train" in args.skip and (ckpt / "checkpoint_final.pth").is_file():
@@ -405,7 +458,27 @@ def main(argv=None) -> int:
             shutil.copy(f, pred_in / f.name)
     if "predict" not in args.skip:
         for r in range(prof["predict_repeats"]):
-            for t, tta in PREDICT_SETTINGS:
+            for t, tta in [tuple(x) for x in prof["predict"]] + ([("nnUNetTrainerZePTStage2", "zept_predict")]
+                                                                 if prof is not PROFILES["cuda"] else []):
+                if tta == "zept_predict":     # the plugin's own command: anomaly maps and tumour reports too
+                    key = f"{t}|nnunetv2_zept predict"
+                    outdir = work / "pred" / f"{t}_zept_{r}"
+                    argv_p = ["-i", str(pred_in), "-o", str(outdir), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0",
+                              "-tr", t, "-device", args.device]
+                    log(f"prediction repeat {r + 1}: {t} with nnunetv2_zept predict")
+                    try:
+                        row = _child(["--_child", "predict", "--_args",
+                                      json.dumps({"argv": argv_p, "device": args.device, "threads": args.threads,
+                                                  "command": "nnunetv2_zept predict"})], dict(env, nnUNet_n_proc_DA="0"))
+                    except Exception as e:
+                        log(f"  FAILED: {str(e)[-1500:]}")
+                        results.setdefault("errors", []).append(str(e)[-3000:])
+                        continue
+                    pred_rows.setdefault(key, []).append(row)
+                    shutil.rmtree(outdir, ignore_errors=True)
+                    results["predict"] = pred_rows
+                    save()
+                    continue
                 key = f"{t}|{'tta' if tta else 'no_tta'}"
                 outdir = work / "pred" / f"{t}_{'tta' if tta else 'notta'}_{r}"
                 argv_p = ["-i", str(pred_in), "-o", str(outdir), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0",
@@ -529,27 +602,37 @@ def write_report(results: dict, out_md: Path, args, prof: dict) -> None:
     if pr:
         base = pr.get("nnUNetTrainer|no_tta")
         n_cases = prof["predict_cases"]
-        L += [f"## Prediction (`nnUNetv2_predict -npp 0 -nps 0`, {n_cases} held-out cases, whole command "
-              f"including start-up and export; {prof['predict_repeats']} repeats)", "",
-              "| model | TTA | wall s | ratio to plain, no TTA | peak RSS (MB) | ratio |"
-              + (" peak GPU (MB) | ratio |" if dev == "cuda" else ""),
-              "|---|---|---|---|---|---|" + ("---|---|" if dev == "cuda" else "")]
-        for t, tta in PREDICT_SETTINGS:
-            rows = pr.get(f"{t}|{'tta' if tta else 'no_tta'}") or []
+        L += [f"## Prediction ({n_cases} held-out case(s) per command, `-npp 0 -nps 0`, "
+              f"{prof['predict_repeats']} repeat(s))", "",
+              "Wall: the whole command (start-up, preprocessing, sliding window, export). Start-up: loading the "
+              "model. Work: wall minus start-up. Tile: the network's time per sliding-window tile.", "",
+              "| model | command / TTA | tiles | wall s | ratio | start-up s | work s | ratio | tile s | ratio | "
+              "peak RSS (MB) | ratio |" + (" peak GPU (MB) | ratio |" if dev == "cuda" else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if dev == "cuda" else "")]
+        keys = [f"{t}|{'tta' if tta else 'no_tta'}" for t, tta in PREDICT_SETTINGS]
+        keys += [k for k in pr if k not in keys]
+        for key in keys:
+            rows = pr.get(key) or []
             if not rows or not base:
                 continue
-            def pratio(key):
-                return _ratio_stats(rows, base, key)
-            line = (f"| {SHORT[t]} | {'mirroring (8x)' if tta else '--disable_tta'} | "
-                    f"{_cell(_stats([r['wall_s'] for r in rows]), '{:.1f}')} | {_cell(pratio('wall_s'))} | "
-                    f"{_cell(_stats([r['peak_rss_mb'] for r in rows]), '{:.0f}')} | {_cell(pratio('peak_rss_mb'))} |")
+            t, how = key.split("|")
+            how = {"tta": "nnUNetv2_predict, mirroring (8x)", "no_tta": "nnUNetv2_predict --disable_tta"}.get(how, how)
+
+            def pratio(k):
+                return _ratio_stats(rows, base, k) if all(k in r for r in rows + base) else _stats([])
+
+            def cell(k, fmt="{:.1f}"):
+                return _cell(_stats([r.get(k) for r in rows]), fmt)
+            line = (f"| {SHORT[t]} | {how} | {rows[0].get('windows', '–')} | {cell('wall_s')} | {_cell(pratio('wall_s'))} | "
+                    f"{cell('startup_s')} | {cell('work_s')} | {_cell(pratio('work_s'))} | {cell('window_s', '{:.3f}')} | "
+                    f"{_cell(pratio('window_s'))} | {cell('peak_rss_mb', '{:.0f}')} | {_cell(pratio('peak_rss_mb'))} |")
             if dev == "cuda":
-                line += (f" {_cell(_stats([r['gpu_peak_mb'] for r in rows]), '{:.0f}')} | "
-                         f"{_cell(pratio('gpu_peak_mb'))} |")
+                line += f" {cell('gpu_peak_mb', '{:.0f}')} | {_cell(pratio('gpu_peak_mb'))} |"
             L.append(line)
-        L += ["", "ZePT models cannot use mirroring TTA (left/right organs are distinct classes), so the "
-              "like-for-like comparison is the `--disable_tta` rows; the plain model's TTA row shows what nnU-Net's "
-              "default prediction costs.", ""]
+        L += ["", "Ratios are to plain nnU-Net with `--disable_tta`. ZePT models cannot use mirroring TTA (left/right "
+              "organs are distinct classes), so the like-for-like comparison is the `--disable_tta` rows; the plain "
+              "model's TTA row shows what nnU-Net's default prediction costs. `nnunetv2_zept predict` also writes the "
+              "anomaly map and the per-case tumour report.", ""]
     sc = results["scaling"]
     if sc:
         L += ["## Scaling (network only: forward+backward as trained in each stage, "

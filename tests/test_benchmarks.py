@@ -153,3 +153,22 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     with pytest.raises(ReferenceModelError, match=r"nnunetv2_zept 0\.0\.1 but this is nnunetv2_zept"):
         install_reference(other, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_gpu_cost_script_runs_shrunk_on_cpu(tmp_path):
+    """benchmarks/gpu_cost.sh --cpu-smoke: the GPU script's steps (cost tables with prediction tiles and
+    peak memory, the demo with a baseline) on a tiny CPU run, so that the script cannot rot."""
+    import subprocess
+
+    repo = os.path.dirname(BENCH)
+    proc = subprocess.run(["bash", os.path.join(BENCH, "gpu_cost.sh"), "--cpu-smoke", "--work", str(tmp_path)],
+                          cwd=repo, env=dict(os.environ, PYTHON=sys.executable, nnUNet_def_n_proc="1"),
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    table = (tmp_path / "training_cost_smoke.md").read_text()
+    assert "## Prediction" in table and "nnunetv2_zept predict" in table and "ZePT Stage 2" in table
+    data = json.loads((tmp_path / "training_cost_smoke.json").read_text())
+    row = data["predict"]["nnUNetTrainerZePTStage2|no_tta"][0]
+    assert row["windows"] >= 1 and 0 < row["startup_s"] < row["wall_s"]
+    assert (tmp_path / "demo" / "report" / "report.md").is_file()
+    assert "gpu_cost.sh: done" in proc.stdout

@@ -7,7 +7,7 @@ import torch
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config
 from nnunetv2_zept.architectures.backbone_taps import (build_planned_unet, decoder_level_shapes, run_backbone,
                                                        stage_strides, take_encoder_decoder)
-from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.experiments.example_plans import example_roles, make_plans, managers
 
 PLANS = {
     # name: (patch, spacing, arch, base features)

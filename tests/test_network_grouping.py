@@ -2,7 +2,7 @@
 import torch
 
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config
-from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.experiments.example_plans import example_roles, make_plans, managers
 from nnunetv2_zept.architectures.grouping import GroupingBlock, hard_assignment
 
 

@@ -2,7 +2,7 @@
 import torch
 
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config
-from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.experiments.example_plans import example_roles, make_plans, managers
 from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, fill_cavities,
                                                      host_regions, level_radius, prompt_mask)
 
@@ -89,6 +89,19 @@ def test_calibration_statistics_update_only_in_stage1_training():
     with torch.no_grad():
         net(x)
     assert torch.equal(net.calibration.anomaly_scale, after1), "frozen after Stage 1"
+
+
+def test_dilation_equals_a_box_max_filter_of_any_radius():
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(2, 3, 20, 25, 30, generator=g) > 0.995
+    for radius in [(1, 1, 1), (3, 2, 0), (13, 13, 4), (7, 0, 11), (40, 1, 2)]:
+        box = m.float()
+        for axis, r in enumerate(radius):
+            if r:
+                k, p = [1, 1, 1], [0, 0, 0]
+                k[axis], p[axis] = 2 * r + 1, r
+                box = torch.nn.functional.max_pool3d(box, kernel_size=k, stride=1, padding=p)
+        assert torch.equal(dilate(m, radius), box > 0.5), radius
 
 
 def test_dilation_and_host_regions():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config, query_class_names
-from nnunetv2_zept.architectures.example_plans import example_roles, make_plans, managers
+from nnunetv2_zept.experiments.example_plans import example_roles, make_plans, managers
 from nnunetv2_zept.roles import ZePTConfigError
 
 PATCH = (32, 32, 32)

@@ -6,7 +6,7 @@ import shutil
 
 import torch
 
-from conftest import stderr_lines, train
+from conftest import cli, stderr_lines, train
 
 DATASET = "Dataset501_ZePTTiny"
 
@@ -41,6 +41,14 @@ def test_bad_training_length_setting_is_one_line(tiny_planned, tmp_path):
     r = train(env, 501, "nnUNetTrainerZePTStage1", 0, expect_ok=False)
     _one_line_stop(r, "NNUNETV2_ZEPT_EPOCHS='abc'", "positive whole number", "unset it")
     assert not os.path.exists(_fold(env, "nnUNetTrainerZePTStage1"))   # stopped before nnU-Net made the folder
+
+
+def test_worker_setting_that_cannot_work_is_one_line(tiny_planned, tmp_path):
+    for value in ("many", "-2"):
+        env = dict(tiny_planned["env"], nnUNet_results=str(tmp_path / value), nnUNet_n_proc_DA=value)
+        r = cli(["nnUNetv2_train", "501", "3d_fullres", "0", "-tr", "nnUNetTrainerZePTBaseline", "-device", "cpu"], env,
+                expect_ok=False)
+        _one_line_stop(r, f"nnUNet_n_proc_DA={value!r} cannot work", "whole number of at least 0", "cores")
 
 
 def test_continue_from_a_truncated_or_crafted_checkpoint_is_refused(tiny_trained, tmp_path):

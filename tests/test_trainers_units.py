@@ -140,7 +140,7 @@ def _ddp_worker(rank, world, port, result_queue):
 
     from nnunetv2_zept.architectures import build_zept_network, default_zept_config
     from nnunetv2_zept.architectures.config import background_names
-    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.experiments.example_plans import make_plans, managers
     from nnunetv2_zept.losses.stage_losses import stage1_loss, stage2_loss
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -202,7 +202,7 @@ def test_ddp_step_of_each_stage_needs_no_find_unused_parameters():
 
 def test_stage1_state_loads_into_stage2_ablation_without_alignment_head():
     from nnunetv2_zept.architectures import build_zept_network, default_zept_config
-    from nnunetv2_zept.architectures.example_plans import make_plans, managers
+    from nnunetv2_zept.experiments.example_plans import make_plans, managers
     from nnunetv2_zept.training.stage1_checkpoint import Stage1CheckpointError, load_stage1_weights
 
     pm, cm = managers(make_plans((32, 32, 32), (1.5, 1.5, 1.5)))

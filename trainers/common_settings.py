@@ -47,6 +47,24 @@ def _env_int(name: str):
     return v
 
 
+def _check_worker_settings() -> None:
+    """nnU-Net's worker counts, checked before anything starts: nnU-Net would fail late with a
+    traceback on a value that is not a whole number, and start nothing sensible for a negative one."""
+    cores = os.cpu_count() or 1
+    for name in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc"):
+        value = os.environ.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if n < (0 if name == "nnUNet_n_proc_DA" else 1):
+            least = "0 (augmentation in the main process)" if name == "nnUNet_n_proc_DA" else "1"
+            raise TrainerStop(f"{name}={value!r} cannot work: it must be a whole number of at least {least}; this "
+                              f"machine has {cores} cores (e.g. {name}={min(cores, 2) if name.endswith('DA') else 1})")
+
+
 def _env_seed() -> "int | None":
     value = os.environ.get(ENV_SEED, "")
     if value == "":
@@ -119,6 +137,7 @@ class PluginTrainerSettings(nnUNetTrainer):
         # read before nnU-Net creates the output folder and log file: a bad value leaves nothing behind
         lengths = {name: _env_int(name) for name in (ENV_EPOCHS, ENV_ITERATIONS, ENV_VAL_ITERATIONS, ENV_SAVE_EVERY)}
         seed = _env_seed()
+        _check_worker_settings()
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = lengths[ENV_EPOCHS] or self.DEFAULT_EPOCHS
         for name, attribute in ((ENV_ITERATIONS, "num_iterations_per_epoch"),
@@ -132,6 +151,10 @@ class PluginTrainerSettings(nnUNetTrainer):
             np.random.seed(self.seed + self.local_rank)
             torch.manual_seed(self.seed)
             self.print_to_log_file(f"{ENV_SEED}={self.seed}: Python, NumPy and torch seeded")
+        workers = os.environ.get("nnUNet_n_proc_DA")
+        if workers and int(workers) > (os.cpu_count() or 1):
+            self.print_to_log_file(f"nnUNet_n_proc_DA={workers} is more than the {os.cpu_count()} cores of this machine; "
+                                   f"nnU-Net starts {os.cpu_count()} augmentation workers")
         _guard_pretrained_weights()
 
     def get_dataloaders(self):

@@ -1,5 +1,6 @@
 """Stage 2: advanced (tumour) queries, their masked-attention decoder, the tumour head, the
 mask-feature adapter and the query-knowledge alignment, on top of a frozen Stage 1 model."""
+import os
 from typing import List
 
 import torch
@@ -9,7 +10,8 @@ from nnunetv2_zept.losses.stage_losses import stage2_loss
 from nnunetv2_zept.training.stage1_checkpoint import (Stage1CheckpointError, check_compatible_zept_config,
                                                       find_stage1_checkpoint, load_stage1_weights)
 from nnunetv2_zept.trainers.common_settings import TrainerStop
-from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase, unwrap
+from nnunetv2_zept.architectures.zept_network import unwrap_network
+from nnunetv2_zept.trainers.zept_trainer_base import nnUNetTrainerZePTBase
 
 
 class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
@@ -52,13 +54,13 @@ class nnUNetTrainerZePTStage2(nnUNetTrainerZePTBase):
         stage1_path = None
         if not self.was_initialized:
             try:
-                stage1_path = find_stage1_checkpoint(self.output_folder_base.rsplit("/", 1)[0],
+                stage1_path = find_stage1_checkpoint(os.path.dirname(os.path.normpath(self.output_folder_base)),
                                                      self.__class__.__name__, self.plans_manager.plans_name,
                                                      self.configuration_name, self.fold)
             except Stage1CheckpointError as e:
                 raise TrainerStop(str(e)) from None
         super().on_train_start()
-        net = unwrap(self.network)
+        net = unwrap_network(self.network)
         if stage1_path is not None:
             try:
                 ckpt = load_checkpoint(stage1_path, map_location=self.device)

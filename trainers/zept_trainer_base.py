@@ -14,23 +14,15 @@ from typing import List
 
 import numpy as np
 import torch
-from torch._dynamo import OptimizedModule
 
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
+from nnunetv2_zept.architectures.zept_network import unwrap_network
 from nnunetv2_zept.roles import ClassRoles, ZePTConfigError, check_region_based, roles_from_dataset_json
 from nnunetv2_zept.training.lr_schedule import ADAMW_LR, ADAMW_WEIGHT_DECAY, WARMUP_FRACTION, adamw_warmup_cosine
 from nnunetv2_zept.training.present_classes import present_channels
 from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings, TrainerStop
-
-
-def unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    if hasattr(network, "module") and isinstance(network, torch.nn.parallel.DistributedDataParallel):
-        network = network.module
-    if isinstance(network, OptimizedModule):
-        network = network._orig_mod
-    return network
 
 
 class nnUNetTrainerZePTBase(PluginTrainerSettings):
@@ -106,7 +98,7 @@ class nnUNetTrainerZePTBase(PluginTrainerSettings):
         raise NotImplementedError
 
     def configure_optimizers(self):
-        net = unwrap(self.network)
+        net = unwrap_network(self.network)
         net.set_text_embeddings(torch.as_tensor(self.text_embeddings.embeddings, dtype=torch.float32))
         net.set_stage(self.STAGE)
         trained = {id(p) for p in self.trained_parameters(net)}

@@ -126,7 +126,7 @@ PRESETS = {
     "longer": dict(stage1_epochs=30, stage2_epochs=10, train_baseline=True),
     # on a GPU: the generator's demo grid (5 mm) and nnU-Net's own U-Net width
     "gpu": dict(shape=(72, 56, 48), spacing_mm=5.0, min_lesion_mm=15.0, unet_features=None, iterations=50,
-                stage1_epochs=60, stage2_epochs=20, train_baseline=True, device="cuda"),
+                stage1_epochs=30, stage2_epochs=10, train_baseline=True, device="cuda"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Query-knowledge alignment loss (zept-method.md 5 and 11.3).
+"""Query-knowledge alignment loss (docs/architecture.md, docs/training.md).
 
 Symmetric InfoNCE between the projected class queries of each sample and the projected
 knowledge-text embeddings of the same classes:

@@ -2,7 +2,7 @@
 
 A ZePT network exposes its anomaly map on request: with `network.return_anomaly_map = True`
 its eval forward returns one extra LAST channel holding the calibrated anomaly map as a logit
-(see notes/network_contract.md).  nnU-Net's sliding window allocates its blending buffer with
+(docs/architecture.md, "What forward returns").  nnU-Net's sliding window allocates its blending buffer with
 `label_manager.num_segmentation_heads` channels, so `AnomalyMapPredictor` lends the predictor a
 label manager that reports one more head for the duration of a sliding-window call.  Tiling,
 Gaussian blending, mirroring TTA and fold averaging stay nnU-Net's own code and apply to the
@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+from nnunetv2_zept.architectures.zept_network import unwrap_network
 
 from nnunetv2_zept.input_checks import path_problem
 
@@ -35,17 +37,6 @@ class _LabelManagerWithExtraHeads:
 
     def __getattr__(self, name):
         return getattr(self._wrapped, name)
-
-
-def unwrap_network(network: nn.Module) -> nn.Module:
-    """The module that owns the attributes (strips torch.compile and DDP wrappers)."""
-    while True:
-        if hasattr(network, "_orig_mod"):
-            network = network._orig_mod
-        elif isinstance(network, torch.nn.parallel.DistributedDataParallel):
-            network = network.module
-        else:
-            return network
 
 
 def network_has_anomaly_map(network: nn.Module) -> bool:

@@ -1,7 +1,7 @@
 """Pseudo-labels for the background tissue queries (air, fat, soft tissue, bone).
 
 Without a query for non-organ body tissue, grouping forces fat, muscle and bone into organ
-groups and the anomaly map ranks fat above tumours (DESIGN.md section 10).  Voxels that no
+groups and the anomaly map ranks fat above tumours (docs/architecture.md, decision D1).  Voxels that no
 annotated class covers are split into tissue classes by Hounsfield units, recovered from
 nnU-Net's CT normalisation: x_norm = (clip(HU, p0.5, p99.5) - mean) / std.
 """

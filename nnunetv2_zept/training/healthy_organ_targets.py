@@ -2,7 +2,7 @@
 
 An nnU-Net organ region includes the tumours inside it (MSD convention).  If the organ query
 learned that, a tumour would have high organ affinity and never be prompted.  So in Stage 1 the
-voxels of a tumour are negatives for its host organ (DESIGN.md section 10 item 4), or, with the
+voxels of a tumour are negatives for its host organ (docs/architecture.md, decision D4), or, with the
 paper-style switch, excluded from that organ's loss.
 """
 from typing import Optional, Tuple

@@ -3,8 +3,6 @@ import os
 from os.path import isfile, join
 from typing import Optional
 
-ENV_OVERRIDE = "NNUNETV2_ZEPT_STAGE1_CHECKPOINT"
-
 
 class Stage1CheckpointError(RuntimeError):
     pass
@@ -20,15 +18,9 @@ def find_stage1_checkpoint(results_dataset_folder: str, stage2_trainer_name: str
     """Path of the Stage 1 `checkpoint_final.pth` for the same dataset, plans, configuration and fold.
 
     Looks for the Stage 1 trainer with the same suffix as the Stage 2 trainer, then for the plain
-    `nnUNetTrainerZePTStage1`.  `NNUNETV2_ZEPT_STAGE1_CHECKPOINT` overrides the lookup.
+    `nnUNetTrainerZePTStage1` (a checkpoint elsewhere is given with -pretrained_weights).
     Raises Stage1CheckpointError naming every path it looked at and the command that makes one.
     """
-    override = os.environ.get(ENV_OVERRIDE)
-    if override:
-        if not isfile(override):
-            raise Stage1CheckpointError(f"{ENV_OVERRIDE}={override} does not exist. Point it to a Stage 1 "
-                                        f"checkpoint_final.pth or unset it.")
-        return override
     names = [stage1_trainer_name(stage2_trainer_name)]
     if "nnUNetTrainerZePTStage1" not in names:
         names.append("nnUNetTrainerZePTStage1")
@@ -44,7 +36,7 @@ def find_stage1_checkpoint(results_dataset_folder: str, stage2_trainer_name: str
         "Stage 2 starts from a finished Stage 1 training of the same dataset, plans, configuration and fold, "
         "and none was found. Looked for:\n  " + "\n  ".join(tried) +
         f"\nMake it with:\n  nnUNetv2_train {dataset} {configuration} {fold} -tr {names[0]} -p {plans_name}\n"
-        f"or pass a Stage 1 checkpoint with -pretrained_weights PATH (or set {ENV_OVERRIDE}=PATH).")
+        f"or pass a Stage 1 checkpoint with -pretrained_weights PATH.")
 
 
 def check_compatible_zept_config(stage1_checkpoint: dict, configuration: str, zept_config: dict,

@@ -11,8 +11,8 @@ This module gives every organ that hosts any tumour type, seen or zero-shot, the
 lesions that belong to no tumour type: a smooth, randomly deformed blob, darker than the organ's
 parenchyma by a random amount but not below water, or, in an aerated organ (the lung), of fluid to
 soft-tissue density; with a soft rim and a smooth internal texture, clipped to the organ.  Recipe
-after the label-free tumour synthesis of Hu et al. 2023 (shared/docs/tumour-synthesis.md section
-1: hypo-attenuating blobs), re-implemented on the already normalised nnU-Net batch, with no
+after the label-free tumour synthesis of Hu et al. 2023 (Hu et al., CVPR 2023:
+hypo-attenuating blobs), re-implemented on the already normalised nnU-Net batch, with no
 parameter specific to an organ or a tumour type (the held-out types must stay unseen).
 
 Why hypo-attenuating only: a first version drew the lesion HU from -10 to 160 HU in either
