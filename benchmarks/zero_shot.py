@@ -94,7 +94,8 @@ BUDGETS = {
 QUICK_DATA = Data(num_train=6, per_type_dev=1, free_dev=2, per_type_test=1, free_test=2)
 BASELINES = {"nnunet": "nnUNetTrainerZePTBaseline", "nnunet_adamw": "nnUNetTrainerZePTBaselineAdamW"}
 MAIN_CONFIGS = ("zept", "nnunet", "nnunet_adamw")
-METRICS = ("case_AUROC", "voxel_AUROC_host", "voxel_AUROC_body", "FPR95_body", "FPR95_host", "DSC", "NSD")
+METRICS = ("case_AUROC", "voxel_AUROC_host", "voxel_AUROC_body", "FPR95_body", "FPR95_host", "DSC", "NSD",
+           "DSC_3vox", "NSD_3vox")
 
 
 def log(msg: str) -> None:
@@ -215,18 +216,27 @@ class Bench:
     def run_file(self, split: str, config: str, seed: int) -> Path:
         return self.results / split / config / f"seed{seed}.json"
 
-    def evaluate(self, split: str, config: str, seed: int) -> dict:
-        """Train (if needed), predict the split, evaluate, and write the run's result files."""
+    def evaluate(self, split: str, config: str, seed: int, again: bool = False) -> dict:
+        """Train (if needed), predict the split, evaluate, and write the run's result files.
+        `again`: evaluate the saved predictions of a finished run again (after a change of the
+        metrics or of the tumour score), keeping its training record; scoring the test split again
+        this way changes no model and counts as no new scoring."""
         out = self.run_file(split, config, seed)
-        if out.is_file():
+        if out.is_file() and not again:
             return json.loads(out.read_text())
-        timings = self.train(config, seed)
         folders = self.split_folders(split)
         trainer = trainers_of(config)[-1]
         pred = self.work / "predictions" / self.budget_name / split / config / f"seed{seed}"
+        if again:
+            old = json.loads(out.read_text())
+            if not (pred / "done").is_file():
+                raise SystemExit(f"{config} seed {seed}: no saved {split} predictions in {pred} to evaluate again")
+            timings, predict_s = old["training"], old["predict_s"]
+        else:
+            timings = self.train(config, seed)
         env = dict(self.env, nnUNet_results=str(self.results_root(seed)))
         t0 = time.time()
-        if not (pred / "done").is_file():
+        if not again and not (pred / "done").is_file():
             if pred.exists():
                 shutil.rmtree(pred)            # an interrupted prediction of this benchmark's own folder
             log(f"[{config} seed {seed}] predicting the {split} split")
@@ -234,13 +244,14 @@ class Bench:
                               self.work / "logs" / self.budget_name / f"seed{seed}" / f"predict_{split}_{config}.log",
                               show=False)
             (pred / "done").write_text("ok\n")
-        predict_s = time.time() - t0
+        if not again:
+            predict_s = time.time() - t0
         evaluated = pred
         if config in BASELINES:
             from nnunetv2_zept.experiments.baseline_scores import tumour_agnostic_copy
 
             evaluated = pred.with_name(pred.name + "_tumour_agnostic")
-            if not evaluated.is_dir():
+            if not evaluated.is_dir() or again:
                 tumour_agnostic_copy(pred, evaluated, self.dataset_json)
         log(f"[{config} seed {seed}] evaluating the {split} split")
         summary, arrays = evaluate_run(folders, evaluated, self.dataset_json)
@@ -446,7 +457,9 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
                  f"{e['training']['cpu_min_mean']:.0f} |")
     for metric, title in (("case_AUROC", "case AUROC"), ("voxel_AUROC_host", "voxel AUROC in the host region"),
                           ("voxel_AUROC_body", "voxel AUROC in the CT body mask"), ("FPR95_body", "FPR95 in the CT body mask"),
-                          ("DSC", "DSC on cases with the tumour"), ("NSD", "NSD on cases with the tumour")):
+                          ("DSC", "DSC on cases with the tumour"), ("NSD", "NSD on cases with the tumour"),
+                          ("DSC_3vox", "DSC on lesions at least 3 voxels across"),
+                          ("NSD_3vox", "NSD on lesions at least 3 voxels across")):
         L += ["", f"{title} per tumour type:", "", "| configuration | " + " | ".join(s["tumours"]) + " |",
               "|---" * (len(s["tumours"]) + 1) + "|"]
         for c in cfgs:
@@ -464,7 +477,7 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("dev", "test", "report", "export-reference"))
+    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate"))
     ap.add_argument("--configs", nargs="+", default=list(MAIN_CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="b2000", choices=sorted(BUDGETS))
@@ -482,6 +495,14 @@ def main(argv=None) -> int:
     for c in args.configs:
         trainers_of(c)
     bench = Bench(Path(args.work).resolve(), args.budget, args.device, results)
+    if args.command == "re-evaluate":
+        for split in ("dev", "test"):
+            for config in args.configs:
+                for seed in args.seeds:
+                    if bench.run_file(split, config, seed).is_file():
+                        bench.evaluate(split, config, seed, again=True)
+        write_report(results, Path(args.out) if args.out else results / "report.md")
+        return 0
     if args.command == "export-reference":
         for path in export_references(bench, REFERENCE_MODELS):
             log(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")

@@ -10,6 +10,7 @@ on a resample of the cases:
     <type>/score         [C]            tumour-presence score of that type per case
     <type>/present       [C]            whether the case holds that type (reference)
     <type>/dsc, /nsd     [C]            per-case DSC / NSD (NaN where the case has no such tumour)
+    <type>/voxels        [C]            reference voxels of that type per case
     <type>/host, /body   [C, 2, B]      per-case voxel histograms (positives, negatives) of the type's
                                         score in the host region / CT body mask, B logit bins
 
@@ -34,6 +35,7 @@ import numpy as np
 
 STORED_BINS = 200
 RESAMPLES = 1000
+MIN_LESION_VOXELS_3_ACROSS = 4.0 / 3.0 * np.pi * 1.5 ** 3
 
 
 # ------------------------------------------------------------------------------------ run data
@@ -59,6 +61,7 @@ def case_arrays(summary: dict, case_histograms: dict, organs: Sequence[str], tum
         out[f"{t}/score"] = np.array([_num(r.get("tumour_score")) for r in rows], dtype=np.float64)
         out[f"{t}/dsc"] = np.where(present, [_num(r.get("DSC")) for r in rows], np.nan)
         out[f"{t}/nsd"] = np.where(present, [_num(r.get("NSD")) for r in rows], np.nan)
+        out[f"{t}/voxels"] = np.array([int(r.get("n_reference_voxels", 0)) for r in rows], dtype=np.int64)
         for region in ("host", "body"):
             hs = []
             for c in cases:
@@ -128,6 +131,10 @@ def run_metrics(data: Dict[str, np.ndarray], tumours: Sequence[str], weights: np
         out[f"{t}/case_AUROC"] = weighted_auroc(data[f"{t}/score"], data[f"{t}/present"], weights)
         out[f"{t}/DSC"] = weighted_mean(data[f"{t}/dsc"], weights)
         out[f"{t}/NSD"] = weighted_mean(data[f"{t}/nsd"], weights)
+        # lesions at least 3 voxels across (a sphere of diameter 3 voxels: 14.1 voxels)
+        big = data.get(f"{t}/voxels", np.full(len(data["cases"]), 10 ** 9)) >= MIN_LESION_VOXELS_3_ACROSS
+        out[f"{t}/DSC_3vox"] = weighted_mean(np.where(big, data[f"{t}/dsc"], np.nan), weights)
+        out[f"{t}/NSD_3vox"] = weighted_mean(np.where(big, data[f"{t}/nsd"], np.nan), weights)
         for region in ("host", "body"):
             h = np.einsum("rc,cki->rki", weights, data[f"{t}/{region}"].astype(np.float64))
             out[f"{t}/voxel_AUROC_{region}"] = auroc_from_histograms(h[:, 0], h[:, 1])

@@ -52,8 +52,10 @@ from nnunetv2_zept.evaluation.mask_ops import STRUCTURE_26, bounding_box, fill_h
 class TumourScoreSettings:
     """Parameters of the tumour-presence score and of lesion extraction (all in mm / mm^3)."""
 
-    min_lesion_volume_mm3: float = 50.0   # core volume a lesion needs to count
-    host_margin_mm: float = 5.0           # growth of the predicted host organ
+    min_lesion_volume_mm3: float = 50.0   # core volume a lesion needs to count ...
+    min_lesion_voxels: int = 1            # ... and at least this many voxels, whatever the spacing
+    host_margin_mm: float = 5.0           # growth of the predicted host organ ...
+    min_margin_voxels: int = 0            # ... by at least this many voxels along every axis
     min_host_fraction: float = 0.1        # host pieces smaller than this share of the largest piece are dropped
     boundary_mm: float = 2.0              # half-width of the organ-surface band (0 switches it off)
     threshold: float = 0.5                # lesion threshold (nnU-Net's region threshold)
@@ -70,11 +72,25 @@ class TumourScoreSettings:
         for name in ("threshold", "host_threshold"):
             if not (0.0 < getattr(self, name) < 1.0):
                 raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must lie in (0, 1)")
+        for name in ("min_lesion_voxels", "min_margin_voxels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must be a whole number >= 0")
         if not (0.0 < self.level_resolution < 0.5):
             raise ValueError(f"TumourScoreSettings.level_resolution = {self.level_resolution!r}: must lie in (0, 0.5)")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def margin_mm(self, spacing: Sequence[float]) -> float:
+        """The host margin on a grid of `spacing` mm: host_margin_mm, but at least min_margin_voxels
+        voxels along every axis (a margin finer than the grid grows nothing)."""
+        return max(float(self.host_margin_mm), self.min_margin_voxels * max(float(s) for s in spacing))
+
+    def min_core_voxels(self, spacing: Sequence[float]) -> int:
+        """Core voxels a lesion needs on a grid of `spacing` mm (min_lesion_volume_mm3, at least
+        min_lesion_voxels and one)."""
+        voxel = float(np.prod(spacing))
+        return max(1, self.min_lesion_voxels, int(math.ceil(self.min_lesion_volume_mm3 / voxel - 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -180,13 +196,14 @@ def host_region(host_mask: np.ndarray, spacing: Sequence[float],
     """Filled, dilated host region and its core (steps 1-2 of the score); None without host voxels."""
     if host_mask.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"need a 3D mask and 3 spacings, got shape {host_mask.shape} and spacing {tuple(spacing)}")
-    pad = margin_in_voxels(max(settings.host_margin_mm, settings.boundary_mm), spacing)
+    margin = settings.margin_mm(spacing)
+    pad = margin_in_voxels(max(margin, settings.boundary_mm), spacing)
     host_mask = drop_small_pieces(host_mask, settings.min_host_fraction)
     box = bounding_box(host_mask, pad)
     if box is None:
         return None
     host = fill_holes(host_mask[box].astype(bool, copy=False))
-    region = host | within_mm(host, spacing, settings.host_margin_mm)
+    region = host | within_mm(host, spacing, margin)
     if settings.boundary_mm > 0:
         # inside voxels near the background and outside voxels near the host; the crop is padded,
         # so background exists on every side of the host
@@ -196,11 +213,6 @@ def host_region(host_mask: np.ndarray, spacing: Sequence[float],
     else:
         core = region.copy()
     return HostRegion(box, host, region, core)
-
-
-def _min_core_voxels(spacing: Sequence[float], settings: TumourScoreSettings) -> int:
-    voxel = float(np.prod(spacing))
-    return max(1, int(math.ceil(settings.min_lesion_volume_mm3 / voxel - 1e-9)))
 
 
 def _has_lesion(prob: np.ndarray, hr: HostRegion, level: float, min_core: int) -> bool:
@@ -228,7 +240,7 @@ def tumour_presence_score(tumour_probability: np.ndarray, host_mask: np.ndarray,
     if hr is None:
         return 0.0
     prob = tumour_probability[hr.box]
-    min_core = _min_core_voxels(spacing, settings)
+    min_core = settings.min_core_voxels(spacing)
     if not _has_lesion(prob, hr, -np.inf, min_core):
         return 0.0
     if _has_lesion(prob, hr, 1.0, min_core):
@@ -287,7 +299,7 @@ def extract_lesions(tumour_probability: np.ndarray, host_masks: Mapping[str, np.
     above = hr.region & (prob >= settings.threshold)
     labels, n = ndimage.label(above, structure=STRUCTURE_26)
     core_counts = np.bincount(labels[above & hr.core], minlength=n + 1)
-    min_core = _min_core_voxels(spacing, settings)
+    min_core = settings.min_core_voxels(spacing)
     voxel_ml = geometry.voxel_volume_mm3 / 1000.0
     offset = np.array([s.start for s in hr.box])
     host_crops = {name: host_masks[name][hr.box].astype(bool, copy=False) for name in names}

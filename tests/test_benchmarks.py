@@ -105,11 +105,14 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     assert r["trainers"] == ["nnUNetTrainerZePTStage1", "nnUNetTrainerZePTStage2"] and r["training"]
     arrays = np.load(run.with_suffix(".npz"))
     assert arrays["liver_metastasis/host"].shape == (8, 2, zstats.STORED_BINS)
-    # resumed: nothing is trained or predicted again
+    assert "liver_metastasis/voxels" in arrays
+    # resumed: nothing is trained or predicted again, also when the saved predictions are evaluated again
     logs = sorted((work / "logs").rglob("*.log"))
     mtimes = [p.stat().st_mtime for p in logs]
     assert zero_shot.main(["dev", "--configs", "zept"] + common) == 0
+    assert zero_shot.main(["re-evaluate", "--configs", "zept"] + common) == 0
     assert [p.stat().st_mtime for p in sorted((work / "logs").rglob("*.log"))] == mtimes
+    assert json.loads(run.with_suffix(".json").read_text())["training"] == r["training"]
     with pytest.raises(SystemExit, match="no development results"):
         zero_shot.main(["test", "--configs", "nnunet"] + common)
     assert not (results / "test_record.json").exists()
