@@ -1,4 +1,5 @@
-"""Where the time of one training step goes: Stage 1, Stage 2 and plain nnU-Net on the demo's data.
+"""Where the time of one training step goes: Stage 1, Stage 2 and plain nnU-Net (with nnU-Net's SGD
+and with ZePT's AdamW) on the demo's data.
 
 Each trainer runs in a fresh subprocess, on the default demo's dataset (synthetic CT at 6 mm,
 60 x 46 x 40 voxels = one whole-case patch, U-Net width 16, batch 2) with the demo's worker
@@ -43,9 +44,10 @@ from typing import Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-TRAINERS = ("nnUNetTrainerZePTBaseline", "nnUNetTrainerZePTStage1", "nnUNetTrainerZePTStage2")
-SHORT = {"nnUNetTrainerZePTBaseline": "plain nnU-Net", "nnUNetTrainerZePTStage1": "ZePT Stage 1",
-         "nnUNetTrainerZePTStage2": "ZePT Stage 2"}
+TRAINERS = ("nnUNetTrainerZePTBaseline", "nnUNetTrainerZePTBaselineAdamW", "nnUNetTrainerZePTStage1",
+            "nnUNetTrainerZePTStage2")
+SHORT = {"nnUNetTrainerZePTBaseline": "plain nnU-Net", "nnUNetTrainerZePTBaselineAdamW": "nnU-Net, ZePT's optimiser",
+         "nnUNetTrainerZePTStage1": "ZePT Stage 1", "nnUNetTrainerZePTStage2": "ZePT Stage 2"}
 PHASES = ("data", "lesions", "forward", "loss", "backward", "optimiser")
 DATASET_ID = 993
 

@@ -48,8 +48,10 @@ def _env_int(name: str):
 
 
 def _check_worker_settings() -> None:
-    """nnU-Net's worker counts, checked before anything starts: nnU-Net would fail late with a
-    traceback on a value that is not a whole number, and start nothing sensible for a negative one."""
+    """nnU-Net's worker counts, checked before anything starts: nnU-Net accepts a negative count
+    and fails later, deep inside its data loading.  A value that is not a whole number at all
+    never reaches this check: nnU-Net parses both variables while it is imported
+    (`nnunetv2/configuration.py`) and stops there with its own ValueError."""
     cores = os.cpu_count() or 1
     for name in ("nnUNet_n_proc_DA", "nnUNet_def_n_proc"):
         value = os.environ.get(name)

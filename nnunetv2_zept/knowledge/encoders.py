@@ -311,8 +311,17 @@ class MiniLMEncoder(TextEncoder):
             raise TextEncoderError(f"{MINILM_PACKAGE} is installed but {weights} is missing; reinstall the package")
         with _hub_offline():
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
-            self.model = SentenceTransformer(str(model_dir), device=device)
+            # a progress bar for reading a local 90 MB file is noise in every training log and
+            # would break the plugin's one-line error messages on stderr
+            bar_was_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                self.model = SentenceTransformer(str(model_dir), device=device)
+            finally:
+                if bar_was_on:
+                    hf_logging.enable_progress_bar()
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length) - 2      # [CLS] and [SEP]
