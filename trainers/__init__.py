@@ -5,6 +5,7 @@ from nnunetv2_zept.trainers.stage2 import nnUNetTrainerZePTStage2
 from nnunetv2_zept.trainers.variants import (
     nnUNetTrainerZePTStage1_100epochs,
     nnUNetTrainerZePTStage1_250epochs,
+    nnUNetTrainerZePTStage1_hypodenseLesions,
     nnUNetTrainerZePTStage1_ignoreTumourVoxels,
     nnUNetTrainerZePTStage1_noSyntheticLesions,
     nnUNetTrainerZePTStage2_100epochs,
@@ -17,6 +18,7 @@ __all__ = [
     "nnUNetTrainerZePTBaseline",
     "nnUNetTrainerZePTStage1_100epochs",
     "nnUNetTrainerZePTStage1_250epochs",
+    "nnUNetTrainerZePTStage1_hypodenseLesions",
     "nnUNetTrainerZePTStage1_ignoreTumourVoxels",
     "nnUNetTrainerZePTStage1_noSyntheticLesions",
     "nnUNetTrainerZePTStage2_100epochs",

@@ -1,5 +1,6 @@
 """Shorter schedules, in nnU-Net's naming style.  A Stage 2 variant starts from the Stage 1
 variant with the same suffix when one was trained, else from nnUNetTrainerZePTStage1."""
+from nnunetv2_zept.training.lesion_recipes import HypodenseLesionRecipe
 from nnunetv2_zept.trainers.stage1 import nnUNetTrainerZePTStage1
 from nnunetv2_zept.trainers.stage2 import nnUNetTrainerZePTStage2
 
@@ -32,3 +33,11 @@ class nnUNetTrainerZePTStage1_noSyntheticLesions(nnUNetTrainerZePTStage1):
     to leave abnormal tissue unexplained (ablation; the behaviour before 2026-11-29)."""
 
     SYNTHETIC_LESIONS = None
+
+
+class nnUNetTrainerZePTStage1_hypodenseLesions(nnUNetTrainerZePTStage1):
+    """Stage 1 with the earlier synthetic lesions (the default before this curriculum): hypo-attenuating blobs
+    25-120 HU below the organ (not below water), fluid to soft tissue in aerated organs, every
+    pasted voxel a negative for every organ and tissue channel (ablation of the generic curriculum)."""
+
+    SYNTHETIC_LESIONS = HypodenseLesionRecipe()
