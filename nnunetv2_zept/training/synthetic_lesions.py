@@ -103,8 +103,6 @@ class LesionSynthesiser:
         recipe, pasted = self.recipe, PastedLesions()
         if not self.hosts or recipe.probability <= 0:
             return data, targets, pasted
-        data = data.clone()
-        targets = [t.clone() for t in targets]
         host_list = list(self.hosts)
         # per sample: one lesion mask per host organ, then the margins of all lesions (full resolution;
         # a later lesion's mass effect moves them like the labels)
@@ -119,6 +117,8 @@ class LesionSynthesiser:
             for _ in range(1 + int(torch.randint(recipe.max_lesions, (1,), generator=generator))):
                 organ = present[int(torch.randint(len(present), (1,), generator=generator))]
                 if masks is None:
+                    # copies only for batches that get a lesion (a quarter of them get none)
+                    data, targets = data.clone(), [t.clone() for t in targets]
                     masks = torch.zeros((data.shape[0], len(host_list) + 1) + tuple(data.shape[2:]),
                                         dtype=torch.bool, device=data.device)
                 out = self.painter.paste(data[b], [t[b] for t in targets], organ, self.roles.host_union_of(organ),
@@ -143,20 +143,18 @@ class LesionSynthesiser:
         if host_only:
             pasted.organ_weights = []
             pasted.tissue_weight = (~masks.any(1)).float()
-            organs = list(self.roles.organs)
-            own_row = [host_list.index(o) if o in self.hosts else len(host_list) for o in organs]
         for k, t in enumerate(targets):
             m = masks if k == 0 else _resize_mask(masks, t.shape[2:])
             if k > 0:
                 for i, organ in enumerate(host_list):
                     t[:, self.hosts[organ]][m[:, i] & (t[:, organ] > 0)] = 1
             if host_only:
-                lesions, margins = m[:, :-1].any(1, keepdim=True), m[:, -1:]
-                # per organ channel, the lesions it hosts (the margin row stands in for "none": it is skipped anyway)
-                own = m[:, own_row]
-                # another organ's lesion, or any lesion's margin: this channel learns nothing there
+                lesions, margins = m[:, :-1].any(1), m[:, -1]
                 w = torch.ones(t.shape, device=t.device)
-                w[:, organs] = (~((lesions & ~own) | margins)).to(w.dtype)
+                for o in self.roles.organs:
+                    # another organ's lesion, or any lesion's margin: this channel learns nothing there
+                    skip = lesions & ~m[:, host_list.index(o)] if o in self.hosts else lesions
+                    w[:, o].masked_fill_(skip | margins, 0.0)
                 pasted.organ_weights.append(w)
 
 
