@@ -279,3 +279,35 @@ def test_hierarchical_alignment_variant_gives_stage2_its_relation_matrix():
         else:
             q = {n: i for i, n in enumerate(t.zept_config["query_classes"])}
             assert rel.shape == (len(q), len(q)) and rel[q["liver_tumour"], q["liver"]]
+
+
+def test_a_checkpoint_write_that_dies_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """nnU-Net writes checkpoint_latest.pth in place; a kill during the write would truncate it."""
+    from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as nnunet_trainer_module
+
+    from nnunetv2_zept.trainers.common_settings import PluginTrainerSettings
+
+    class _Logger:
+        def get_checkpoint(self):
+            return {}
+
+    net = torch.nn.Linear(2, 2)
+    trainer = object.__new__(PluginTrainerSettings)
+    trainer.__dict__.update(local_rank=0, disable_checkpointing=False, is_ddp=False, network=net,
+                            optimizer=torch.optim.SGD(net.parameters(), lr=0.1), grad_scaler=None, logger=_Logger(),
+                            _best_ema=None, current_epoch=3, my_init_kwargs={}, inference_allowed_mirroring_axes=None)
+    latest = str(tmp_path / "checkpoint_latest.pth")
+    trainer.save_checkpoint(latest)
+    assert torch.load(latest, weights_only=True)["current_epoch"] == 4
+    assert os.listdir(tmp_path) == ["checkpoint_latest.pth"]
+
+    def dies_midway(obj, filename):
+        with open(filename, "wb") as f:
+            f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnunet_trainer_module.torch, "save", dies_midway)
+    trainer.current_epoch = 4
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(latest)
+    assert torch.load(latest, weights_only=True)["current_epoch"] == 4

@@ -181,6 +181,15 @@ class PluginTrainerSettings(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
 
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written whole or not at all: a training killed while nnU-Net writes
+        `checkpoint_latest.pth` in place would leave a truncated file and lose the run's progress, so
+        it is written next to its name and moved over it in one step."""
+        partial = filename + ".partial"
+        super().save_checkpoint(partial)
+        if os.path.isfile(partial):
+            os.replace(partial, filename)
+
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         """`--c`, `--val` and `--val_best` read the checkpoint with the plugin's safe loader (nnU-Net
         uses `weights_only=False`; its dict argument is broken in 2.8.1, so the restore steps of

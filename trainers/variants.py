@@ -9,6 +9,7 @@ Stage 2 twin without switches, so that each gets its own Stage 2 folder; Stage-2
 share the default Stage 1.  The effective switches are written to each fold's training log and
 stored in the plans of the results folder (and so in every checkpoint).
 """
+from nnunetv2_zept.training.lesion_recipes import HypodenseLesionRecipe
 from nnunetv2_zept.trainers.stage1 import nnUNetTrainerZePTStage1
 from nnunetv2_zept.trainers.stage2 import nnUNetTrainerZePTStage2
 
@@ -97,6 +98,18 @@ class nnUNetTrainerZePTStage2_noSyntheticLesions(nnUNetTrainerZePTStage2):
     """Stage 2 on nnUNetTrainerZePTStage1_noSyntheticLesions."""
 
 
+class nnUNetTrainerZePTStage1_hypodenseLesions(nnUNetTrainerZePTStage1):
+    """Stage 1 with the earlier synthetic lesions (the default before the generic curriculum):
+    hypo-attenuating blobs 25-120 HU below the organ (not below water), fluid to soft tissue in aerated organs, every
+    pasted voxel a negative for every organ and tissue channel (ablation of the generic curriculum)."""
+
+    SYNTHETIC_LESIONS = HypodenseLesionRecipe()
+
+
+class nnUNetTrainerZePTStage2_hypodenseLesions(nnUNetTrainerZePTStage2):
+    """Stage 2 on nnUNetTrainerZePTStage1_hypodenseLesions."""
+
+
 # ------------------------------------------------------------------ Stage 2 variants (default Stage 1)
 class nnUNetTrainerZePTStage2_noSelfPrompt(nnUNetTrainerZePTStage2):
     """Tumour queries attend to every voxel (no anomaly-driven attention mask)."""
@@ -127,3 +140,4 @@ class nnUNetTrainerZePTStage2_hierarchicalAlignment(nnUNetTrainerZePTStage2):
 class nnUNetTrainerZePTStage2_zeroShotAdapter(nnUNetTrainerZePTStage2):
     """The mask-feature adapter term on zero-shot channels too (fitted to the seen types only)."""
     SWITCHES = {"zero_shot_adapter": True}
+

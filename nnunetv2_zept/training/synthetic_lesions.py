@@ -1,4 +1,4 @@
-"""Generic synthetic lesions pasted into host organs of Stage 1 training batches.
+"""Synthetic lesions pasted into host organs of Stage 1 training batches.
 
 Stage 1 trains the organ queries on healthy-organ targets: a voxel of an annotated tumour is a
 negative for its host organ, so tumours stay unexplained and the anomaly map fires there.  But an
@@ -7,59 +7,32 @@ model trained on liver and kidney tumours has never seen an abnormal spleen, and
 near-water cyst inside the spleen as spleen (measured on the --longer demo: probability 0.65),
 so a zero-shot splenic lesion is not anomalous at all.
 
-This module gives every organ that hosts any tumour type, seen or zero-shot, the same lesson with
-lesions that belong to no tumour type: a smooth, randomly deformed blob, darker than the organ's
-parenchyma by a random amount but not below water, or, in an aerated organ (the lung), of fluid to
-soft-tissue density; with a soft rim and a smooth internal texture, clipped to the organ.  Recipe
-after the label-free tumour synthesis of Hu et al. 2023 (Hu et al., CVPR 2023:
-hypo-attenuating blobs), re-implemented on the already normalised nnU-Net batch, with no
-parameter specific to an organ or a tumour type (the held-out types must stay unseen).
+So every organ that hosts any tumour type, seen or zero-shot, gets lesions that belong to no
+tumour type: the generic curriculum (`LesionCurriculum`, lesion_curriculum.py) by default, the
+earlier hypo-attenuating recipe (`HypodenseLesionRecipe`, lesion_hypodense.py) as a variant.
 
-Why hypo-attenuating only: a first version drew the lesion HU from -10 to 160 HU in either
-direction; bright blobs inside the liver look like spleen or kidney tissue but are labelled "not
-spleen, not kidney", and on the --longer demo the spleen and right kidney queries stopped learning
-(validation Dice 0.06 and 0.01 after 600 steps, against 0.61 and 0.76 without lesions).
-
-The pasted voxels are marked in one tumour channel that the organ hosts; Stage 1 never trains tumour
-channels, so the mark only does two things: `healthy_organ_targets` makes the voxels negatives for
-the organ, and the background tissue pseudo-labels skip them (they are explained by no query).
+Labels.  A pasted lesion is marked in one tumour channel that its organ hosts; Stage 1 never trains
+tumour channels, so the mark makes the voxels negatives for the host organ (healthy_organ_targets)
+and keeps them out of the background tissue pseudo-labels.  What the other channels learn there
+is the recipe's `lesion_labels`:
+  "host_only" (curriculum default): the lesion's voxels are left out of every other organ channel's
+      loss and of the background tissue loss, and its soft margin (partly lesion, partly organ) out
+      of every organ channel's loss.  A lesion then teaches "this is not healthy <host>" and
+      nothing about the other organs.
+  "all_negative" (earlier handling): every organ and tissue channel learns the voxels as a negative.
+      A bright blob in the liver is then a hard negative for the spleen and kidney queries exactly
+      where they rely on brightness; docs/training.md gives the measurement.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from nnunetv2_zept.roles import ClassRoles
-from nnunetv2_zept.training.background_tissue import hu_from_normalised, normalised_from_hu
-
-
-@dataclass(frozen=True)
-class LesionRecipe:
-    """What is pasted, and how often.  Sizes in mm, intensities in HU (before normalisation)."""
-
-    probability: float = 0.5                        # per sample of a batch
-    start_fraction: float = 0.0                     # no lesions before this share of the training's epochs
-    max_lesions: int = 2                            # per pasted sample (1..max_lesions)
-    radius_mm: Tuple[float, float] = (4.0, 16.0)    # mean semi-axis
-    darker_hu: Tuple[float, float] = (25.0, 120.0)  # lesion core this much below the organ's mean ...
-    fluid_hu: float = -10.0                         # ... but not below water
-    aerated_organ_hu: float = -300.0                # an organ darker than this on average is aerated ...
-    aerated_lesion_hu: Tuple[float, float] = (-10.0, 80.0)  # ... and its lesions are fluid or soft tissue
-    texture_hu: float = 12.0                        # std of the smooth internal texture
-    rim_voxels: Tuple[float, float] = (0.3, 1.2)    # width of the soft edge
-    max_organ_fraction: float = 0.3                 # lesion volume at most this share of the organ in the patch
-    min_organ_voxels: int = 27                      # organs smaller than this in the patch get none
-
-    def __post_init__(self):
-        if not 0.0 <= self.probability <= 1.0:
-            raise ValueError(f"synthetic lesion probability {self.probability} must lie in [0, 1]")
-        if not 0.0 <= self.start_fraction < 1.0:
-            raise ValueError(f"synthetic lesion start_fraction {self.start_fraction} must lie in [0, 1)")
-        if self.max_lesions < 1 or self.radius_mm[0] <= 0 or self.radius_mm[1] < self.radius_mm[0]:
-            raise ValueError(f"synthetic lesion recipe {self}: need max_lesions >= 1 and 0 < radius_mm[0] <= radius_mm[1]")
+from nnunetv2_zept.training.lesion_recipes import HypodenseLesionRecipe, LesionCurriculum, check_recipe
 
 
 def lesion_hosts(roles: ClassRoles) -> Dict[int, int]:
@@ -72,111 +45,155 @@ def lesion_hosts(roles: ClassRoles) -> Dict[int, int]:
     return hosts
 
 
-def _smooth_noise(shape: Sequence[int], cells: int, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Low-frequency noise of unit scale on `shape` (trilinear upsampling of a coarse random grid)."""
-    coarse = torch.randn((1, 1) + tuple(max(2, min(cells, s)) for s in shape), generator=generator)
-    mode = "trilinear" if len(shape) == 3 else "bilinear"
-    return F.interpolate(coarse, size=tuple(shape), mode=mode, align_corners=True)[0, 0]
-
-
-def lesion_shape(organ: torch.Tensor, spacing: Sequence[float], recipe: LesionRecipe,
-                 generator: Optional[torch.Generator] = None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """organ bool [*s] -> (hard mask bool [*s], soft weight float [*s] in [0, 1]), both inside the organ,
-    or None when the organ is too small to hold a lesion."""
-    n_organ = int(organ.sum())
-    if n_organ < recipe.min_organ_voxels:
-        return None
-    idx = torch.nonzero(organ)
-    centre = idx[int(torch.randint(len(idx), (1,), generator=generator))].float()
-    u = torch.rand(1, generator=generator).item()
-    r_mm = recipe.radius_mm[0] + u * (recipe.radius_mm[1] - recipe.radius_mm[0])
-    # the volume cap keeps small organs (and small organs' slivers at the patch border) mostly healthy
-    vox_volume = float(torch.tensor(list(spacing)).prod())
-    r_cap = (recipe.max_organ_fraction * n_organ * vox_volume * 3.0 / (4.0 * torch.pi)) ** (1.0 / 3.0)
-    r_mm = min(r_mm, r_cap)
-    axes = [max(r_mm * (0.75 + 0.5 * torch.rand(1, generator=generator).item()) / sp, 0.75) for sp in spacing]
-    grids = torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in organ.shape], indexing="ij")
-    f = sum(((g - c) / a) ** 2 for g, c, a in zip(grids, centre, axes))
-    f = f + 0.35 * _smooth_noise(organ.shape, 4, generator)         # irregular, lobulated margin
-    hard = (f < 1.0) & organ
-    if not hard.any():
-        hard = torch.zeros_like(organ)
-        hard[tuple(centre.long())] = True
-    rim = recipe.rim_voxels[0] + torch.rand(1, generator=generator).item() * (recipe.rim_voxels[1] - recipe.rim_voxels[0])
-    # f grows about 2/r per voxel at the margin: a rim of `rim` voxels spans 2*rim/r in f
-    width = 2.0 * rim / max(min(axes), 1.0)
-    soft = ((1.0 - f) / max(width, 1e-3) + 0.5).clamp(0.0, 1.0) * organ.float()
-    soft = torch.maximum(soft, hard.float() * 0.5)
-    return hard, soft
-
-
-def paste_lesion(image: torch.Tensor, hard: torch.Tensor, soft: torch.Tensor, intensity_properties: Dict,
-                 recipe: LesionRecipe, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """image [*s] (CT-normalised with `intensity_properties`, nnU-Net's foreground statistics of the
-    channel) -> image with the lesion: organ voxels moved toward the lesion's HU.
-
-    The organ's own noise stays (the shift is added), so the lesion is not smoother than CT.
-    """
-    hu = hu_from_normalised(image, intensity_properties)
-    organ_mean = float(hu[hard].mean())
-    if organ_mean < recipe.aerated_organ_hu:
-        lo, hi = recipe.aerated_lesion_hu
-        target = lo + torch.rand(1, generator=generator).item() * (hi - lo)
-    else:
-        lo, hi = recipe.darker_hu
-        target = max(organ_mean - (lo + torch.rand(1, generator=generator).item() * (hi - lo)), recipe.fluid_hu)
-    texture = recipe.texture_hu * _smooth_noise(image.shape, 6, generator).to(image.device)
-    shifted = hu + soft * (target - organ_mean + texture)
-    return torch.where(soft > 0, normalised_from_hu(shifted, intensity_properties).to(image.dtype), image)
-
-
-def _resize_mask(mask: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    if tuple(mask.shape) == tuple(shape):
-        return mask
-    return F.interpolate(mask[None, None].float(), size=tuple(shape), mode="nearest")[0, 0] > 0.5
-
-
-def lesions_active(recipe: Optional[LesionRecipe], epoch: int, num_epochs: int) -> bool:
+def lesions_active(recipe, epoch: int, num_epochs: int) -> bool:
     """Whether a training at `epoch` of `num_epochs` pastes lesions (after the recipe's warm-up)."""
     return recipe is not None and recipe.probability > 0 and epoch >= recipe.start_fraction * num_epochs
 
 
+@dataclass
+class PastedLesions:
+    """What one batch got.  organ_weights: per deep-supervision level, [B, C, *s_k] float, 0 where a
+    channel's loss skips a voxel; tissue_weight: [B, *s] float, 0 where the background tissue loss
+    skips one.  Both None when nothing is skipped (no lesion, or lesion_labels "all_negative")."""
+
+    count: int = 0
+    organ_weights: Optional[List[torch.Tensor]] = None
+    tissue_weight: Optional[torch.Tensor] = None
+
+
+def _resize_mask(masks: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """masks bool [B, K, *s] -> [B, K, *shape], picking the voxels nnU-Net's deep-supervision
+    downsampling picks (interpolate "nearest-exact": source = floor((i + 0.5) * n / n_k)), by indexing."""
+    out = masks
+    for axis, (n, n_k) in enumerate(zip(masks.shape[2:], shape)):
+        if n != n_k:
+            idx = ((torch.arange(n_k, device=masks.device) + 0.5) * (n / n_k)).floor().long().clamp_max(n - 1)
+            out = out.index_select(2 + axis, idx)
+    return out
+
+
+def _painter(recipe, spacing: Sequence[float], intensity_properties: Dict):
+    if isinstance(recipe, LesionCurriculum):
+        from nnunetv2_zept.training.lesion_curriculum import CurriculumPainter
+        return CurriculumPainter(recipe, spacing, intensity_properties)
+    if isinstance(recipe, HypodenseLesionRecipe):
+        from nnunetv2_zept.training.lesion_hypodense import HypodensePainter
+        return HypodensePainter(recipe, spacing, intensity_properties)
+    raise TypeError(f"synthetic lesions: {type(recipe).__name__} is not a lesion recipe; use LesionCurriculum "
+                    f"or HypodenseLesionRecipe")
+
+
+class LesionSynthesiser:
+    """Pastes a recipe's lesions into training batches.  Made once per trainer: it checks the recipe
+    against the grid and the host organs (LesionRecipeError names the setting and its valid range)
+    and keeps what can be precomputed (textures)."""
+
+    def __init__(self, recipe, roles: ClassRoles, spacing: Sequence[float], intensity_properties: Dict,
+                 largest_host_voxels: Optional[int] = None):
+        check_recipe(recipe, spacing, largest_host_voxels)
+        self.recipe = recipe
+        self.roles = roles
+        self.hosts = lesion_hosts(roles)
+        self.painter = _painter(recipe, spacing, intensity_properties)
+
+    def __call__(self, data: torch.Tensor, targets: List[torch.Tensor], generator: Optional[torch.Generator] = None
+                 ) -> Tuple[torch.Tensor, List[torch.Tensor], PastedLesions]:
+        """data [B, C_in, *s] (channel 0: CT, normalised), targets: nnU-Net's region-target pyramid
+        ([B, C, *s_k], full resolution first).  The inputs are not modified in place."""
+        recipe, pasted = self.recipe, PastedLesions()
+        if not self.hosts or recipe.probability <= 0:
+            return data, targets, pasted
+        host_list = list(self.hosts)
+        # per sample: one lesion mask per host organ, then the margins of all lesions (full resolution;
+        # a later lesion's mass effect moves them like the labels)
+        masks = None
+        for b in range(data.shape[0]):
+            if torch.rand(1, generator=generator).item() >= recipe.probability:
+                continue
+            sizes = (targets[0][b, host_list] > 0).flatten(1).sum(1).tolist()
+            present = [o for o, n in zip(host_list, sizes) if n >= self.painter.min_host_voxels]
+            if not present:
+                continue
+            for _ in range(1 + int(torch.randint(recipe.max_lesions, (1,), generator=generator))):
+                organ = present[int(torch.randint(len(present), (1,), generator=generator))]
+                if masks is None:
+                    # copies only for batches that get a lesion (a quarter of them get none)
+                    data, targets = data.clone(), [t.clone() for t in targets]
+                    masks = torch.zeros((data.shape[0], len(host_list) + 1) + tuple(data.shape[2:]),
+                                        dtype=torch.bool, device=data.device)
+                out = self.painter.paste(data[b], [t[b] for t in targets], organ, self.roles.host_union_of(organ),
+                                         generator, masks[b])
+                if out is None:
+                    continue
+                lesion, margin = out
+                # marked at once: the next lesion of this sample must see these voxels as taken
+                targets[0][b, self.hosts[organ]][lesion & (targets[0][b, organ] > 0)] = 1
+                masks[b, host_list.index(organ)] |= lesion
+                if margin is not None:
+                    masks[b, -1] |= margin
+                pasted.count += 1
+        if pasted.count:
+            self._label(targets, pasted, masks, host_list)
+        return data, targets, pasted
+
+    def _label(self, targets: List[torch.Tensor], pasted: PastedLesions, masks: torch.Tensor,
+               host_list: List[int]) -> None:
+        """Marks the lesions in the coarser targets and builds the loss weights of `lesion_labels`."""
+        host_only = self.recipe.lesion_labels == "host_only"
+        if host_only:
+            pasted.organ_weights = []
+            pasted.tissue_weight = (~masks.any(1)).float()
+        for k, t in enumerate(targets):
+            m = masks if k == 0 else _resize_mask(masks, t.shape[2:])
+            if k > 0:
+                for i, organ in enumerate(host_list):
+                    t[:, self.hosts[organ]][m[:, i] & (t[:, organ] > 0)] = 1
+            if host_only:
+                lesions, margins = m[:, :-1].any(1), m[:, -1]
+                w = torch.ones(t.shape, device=t.device)
+                for o in self.roles.organs:
+                    # another organ's lesion, or any lesion's margin: this channel learns nothing there
+                    skip = lesions & ~m[:, host_list.index(o)] if o in self.hosts else lesions
+                    w[:, o].masked_fill_(skip | margins, 0.0)
+                pasted.organ_weights.append(w)
+
+
 @torch.no_grad()
 def add_synthetic_lesions(data: torch.Tensor, targets: List[torch.Tensor], roles: ClassRoles, spacing: Sequence[float],
-                          intensity_properties: Dict, recipe: LesionRecipe, generator: Optional[torch.Generator] = None
-                          ) -> Tuple[torch.Tensor, List[torch.Tensor], int]:
-    """Paste lesions into a training batch.
+                          intensity_properties: Dict, recipe, generator: Optional[torch.Generator] = None
+                          ) -> Tuple[torch.Tensor, List[torch.Tensor], PastedLesions]:
+    """One-off form of LesionSynthesiser (checks the recipe and builds its textures on every call)."""
+    return LesionSynthesiser(recipe, roles, spacing, intensity_properties)(data, targets, generator)
 
-    data [B, C_in, *s] (channel 0 is the CT, normalised with `intensity_properties`), targets: nnU-Net's region-target pyramid
-    ([B, C, *s_k], full resolution first).  Returns (data, targets, number of lesions pasted); the
-    inputs are not modified in place.
+
+def largest_host_voxels(preprocessed_config_folder: Optional[str], label_manager, host_channels: Sequence[int],
+                        patch_size: Sequence[int]) -> int:
+    """An upper bound on the voxels of a host organ inside one training patch.
+
+    A patch holds at most its own voxels.  nnU-Net's preprocessor stores, per case and class, all
+    foreground locations of a class with fewer than 10,000 voxels (and a sample of larger ones), so
+    the stored count is exact for small organs: if every host organ of every case is that small,
+    the largest of them bounds what a lesion can occupy.  (Only small organs make for small files,
+    and the first large one ends the search.)
     """
-    hosts = lesion_hosts(roles)
-    if not hosts or recipe.probability <= 0:
-        return data, targets, 0
-    data = data.clone()
-    targets = [t.clone() for t in targets]
-    full = targets[0]
-    pasted = 0
-    for b in range(data.shape[0]):
-        if torch.rand(1, generator=generator).item() >= recipe.probability:
-            continue
-        present = [o for o in hosts if int((full[b, o] > 0).sum()) >= recipe.min_organ_voxels]
-        if not present:
-            continue
-        n = 1 + int(torch.randint(recipe.max_lesions, (1,), generator=generator))
-        for _ in range(n):
-            organ = present[int(torch.randint(len(present), (1,), generator=generator))]
-            # only healthy organ voxels: a lesion pasted over an annotated tumour would relabel it
-            healthy = (full[b, organ] > 0) & ~(full[b, roles.host_union_of(organ)] > 0).any(0)
-            shape = lesion_shape(healthy.cpu(), spacing, recipe, generator)
-            if shape is None:
-                continue
-            hard, soft = (m.to(data.device) for m in shape)
-            data[b, 0] = paste_lesion(data[b, 0], hard, soft, intensity_properties, recipe, generator)
-            marker = hosts[organ]
-            for t in targets:
-                m = _resize_mask(hard, t.shape[2:]) & (t[b, organ] > 0)
-                t[b, marker][m] = 1
-            pasted += 1
-    return data, targets, pasted
+    import math
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+
+    bound = int(math.prod(patch_size))
+    if not preprocessed_config_folder or not os.path.isdir(preprocessed_config_folder):
+        return bound
+    regions = label_manager.foreground_regions if label_manager.has_regions else label_manager.foreground_labels
+    keys = [tuple(regions[c]) if isinstance(regions[c], (list, tuple)) else regions[c] for c in host_channels]
+    cases = sorted(f for f in os.listdir(preprocessed_config_folder) if f.endswith(".pkl"))
+    largest = 0
+    for f in cases:
+        locs = load_pickle(os.path.join(preprocessed_config_folder, f)).get("class_locations", {})
+        for k in keys:
+            v = locs.get(k)
+            if v is None and isinstance(k, tuple) and len(k) == 1:
+                v = locs.get(k[0])
+            n = 0 if v is None else len(v)
+            if n >= 10000:          # sampled: the organ may be as large as the patch
+                return bound
+            largest = max(largest, n)
+    return min(bound, largest) if cases and largest > 0 else bound
