@@ -25,27 +25,24 @@ evaluation says little); `--json` writes the curves and these numbers.
 """
 import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-import tiny_dataset  # noqa: E402
+from nnunetv2_zept.architectures import build_zept_network, default_zept_config
+from nnunetv2_zept.architectures.backbone_taps import build_planned_unet
+from nnunetv2_zept.architectures.config import background_names
+from nnunetv2_zept.experiments import tiny_phantoms as tiny_dataset
+from nnunetv2_zept.experiments.example_plans import make_plans, managers
+from nnunetv2_zept.losses.stage_losses import stage1_loss
+from nnunetv2_zept.roles import roles_from_dataset_json
+from nnunetv2_zept.training.background_tissue import normalised_from_hu
+from nnunetv2_zept.training.lesion_recipes import HypodenseLesionRecipe, LesionCurriculum
+from nnunetv2_zept.training.synthetic_lesions import LesionSynthesiser
 
-from nnunetv2_zept.architectures import build_zept_network, default_zept_config  # noqa: E402
-from nnunetv2_zept.architectures.backbone_taps import build_planned_unet  # noqa: E402
-from nnunetv2_zept.architectures.config import background_names  # noqa: E402
-from nnunetv2_zept.experiments.example_plans import make_plans, managers  # noqa: E402
-from nnunetv2_zept.losses.stage_losses import stage1_loss  # noqa: E402
-from nnunetv2_zept.roles import roles_from_dataset_json  # noqa: E402
-from bench_data import forward_with_aux  # noqa: E402
-from nnunetv2_zept.training.background_tissue import normalised_from_hu  # noqa: E402
-from nnunetv2_zept.training.lesion_recipes import HypodenseLesionRecipe, LesionCurriculum  # noqa: E402
-from nnunetv2_zept.training.synthetic_lesions import LesionSynthesiser  # noqa: E402
+from bench_data import forward_with_aux
 
 REGIONS = [[1, 4], [2], [3, 5], [4], [5]]
 SPACING = (1.5, 1.5, 1.5)

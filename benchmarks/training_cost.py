@@ -127,7 +127,6 @@ def child_train(trainer_name: str, results: str, save: bool, warmup: int, iters:
                 device: str, threads: int = 0) -> dict:
     """Time train_step without and with data loading for one trainer (in this fresh process)."""
     import torch
-    from batchgenerators.utilities.file_and_folder_operations import join, load_json
     from nnunetv2.run.run_training import get_trainer_from_args
 
     os.environ["nnUNet_results"] = results

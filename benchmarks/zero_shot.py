@@ -172,6 +172,12 @@ class Bench:
         self._folders = {"dev": raw, "test": test, "train": raw}
         return self._folders
 
+    def zero_shot_names(self) -> List[str]:
+        from nnunetv2_zept.roles import channel_names, roles_from_dataset_json
+
+        names = channel_names(self.dataset_json)
+        return [names[z] for z in roles_from_dataset_json(self.dataset_json).zero_shot]
+
     def split_folders(self, split: str) -> Dict[str, Path]:
         base = self.prepare()[split]
         return {"images": base / "imagesTs", "labels": base / "labelsTs", "cases": base / "cases.json"}
@@ -246,15 +252,18 @@ class Bench:
             (pred / "done").write_text("ok\n")
         if not again:
             predict_s = time.time() - t0
-        evaluated = pred
+        log(f"[{config} seed {seed}] evaluating the {split} split")
+        summary, arrays = evaluate_run(folders, pred, self.dataset_json)
         if config in BASELINES:
             from nnunetv2_zept.experiments.baseline_scores import tumour_agnostic_copy
 
-            evaluated = pred.with_name(pred.name + "_tumour_agnostic")
-            if not evaluated.is_dir() or again:
-                tumour_agnostic_copy(pred, evaluated, self.dataset_json)
-        log(f"[{config} seed {seed}] evaluating the {split} split")
-        summary, arrays = evaluate_run(folders, evaluated, self.dataset_json)
+            agnostic = pred.with_name(pred.name + "_tumour_agnostic")
+            if not agnostic.is_dir() or again:
+                tumour_agnostic_copy(pred, agnostic, self.dataset_json)
+            # zero-shot types are read from the tumour-agnostic copy; organs and seen types from the
+            # baseline's own label maps, in which no zero-shot label has painted over its seen tumours
+            summary, arrays = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
+                                                  self.zero_shot_names())
         result = {"split": split, "config": config, "seed": seed, "budget": self.budget_name,
                   "budget_settings": self.budget.__dict__, "data": self.data.__dict__, "grid": self.grid.to_dict(),
                   "trainers": trainers_of(config), "training": timings, "predict_s": predict_s,
@@ -307,6 +316,17 @@ def _commit() -> str:
                               text=True).stdout.strip()
     except OSError:
         return ""
+
+
+def with_zero_shot_from(summary: dict, arrays: dict, zs_summary: dict, zs_arrays: dict, zero_shot: Sequence[str]):
+    """One run's evaluation with the zero-shot types' numbers taken from a second evaluation."""
+    summary = dict(summary, groups=dict(summary["groups"], zero_shot_tumours=zs_summary["groups"]["zero_shot_tumours"]),
+                   per_class={k: (zs_summary["per_class"][k] if k in zero_shot else v)
+                              for k, v in summary["per_class"].items()})
+    if list(arrays["cases"]) != list(zs_arrays["cases"]):
+        raise ValueError("the two evaluations of one run cover different cases")
+    arrays = {k: (zs_arrays[k] if k.split("/")[0] in zero_shot else v) for k, v in arrays.items()}
+    return summary, arrays
 
 
 def evaluate_run(folders: Dict[str, Path], prediction: Path, dataset_json: dict):

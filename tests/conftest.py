@@ -11,7 +11,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import tiny_dataset  # noqa: E402
+from nnunetv2_zept.experiments import tiny_phantoms as tiny_dataset  # noqa: E402
 
 REPO = os.path.dirname(HERE)
 SHARED_REAL = os.path.join(os.path.dirname(REPO), "shared", "data", "real")

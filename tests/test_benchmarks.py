@@ -106,6 +106,16 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     arrays = np.load(run.with_suffix(".npz"))
     assert arrays["liver_metastasis/host"].shape == (8, 2, zstats.STORED_BINS)
     assert "liver_metastasis/voxels" in arrays
+    # the like-for-like baseline: seen types from its own label maps, zero-shot types from the
+    # tumour-agnostic copy (whose zero-shot labels paint over the seen tumours in the liver)
+    bench = zero_shot.Bench(work, "quick", "cpu", results)
+    pred = work / "predictions" / "quick" / "dev" / "nnunet_adamw" / "seed0"
+    own, _ = zero_shot.evaluate_run(bench.split_folders("dev"), pred, bench.dataset_json)
+    agnostic, _ = zero_shot.evaluate_run(bench.split_folders("dev"), pred.with_name("seed0_tumour_agnostic"),
+                                         bench.dataset_json)
+    stored = json.loads((results / "quick" / "dev" / "nnunet_adamw" / "seed0.json").read_text())
+    for name, source in (("liver_tumour", own), ("kidney_tumour", own), ("liver_metastasis", agnostic)):
+        assert json.dumps(stored["full_resolution"]["per_class"][name]) == json.dumps(zero_shot._slim(source["per_class"][name]))
     # resumed: nothing is trained or predicted again, also when the saved predictions are evaluated again
     logs = sorted((work / "logs").rglob("*.log"))
     mtimes = [p.stat().st_mtime for p in logs]

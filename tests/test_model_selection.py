@@ -79,7 +79,7 @@ def test_plain_nnunet_training_is_bit_for_bit_the_same_with_and_without_the_plug
     import torch
 
     from conftest import BIN
-    from tiny_dataset import LABELS
+    from nnunetv2_zept.experiments.tiny_phantoms import LABELS
 
     results = {}
     for mode in ("plugin", "no_plugin"):

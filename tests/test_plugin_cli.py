@@ -86,7 +86,7 @@ def test_find_best_configuration_with_a_never_predicted_zero_shot_class(tiny_tra
     # stop with an IndexError.  Force that case: strip the zero-shot label from the validation output.
     import json
 
-    import tiny_dataset
+    from nnunetv2_zept.experiments import tiny_phantoms as tiny_dataset
 
     src = os.path.join(tiny_trained["env"]["nnUNet_results"], "Dataset501_ZePTTiny")
     model = "nnUNetTrainerZePTStage2__nnUNetPlans__3d_fullres"

@@ -416,7 +416,7 @@ def test_trainers_use_the_curriculum_by_default_and_the_variant_the_earlier_reci
 
 def _tiny_batch(trainer):
     """A batch of the tiny dataset's shapes: liver, two kidneys in a fat body (one-patch cases)."""
-    import tiny_dataset
+    from nnunetv2_zept.experiments import tiny_phantoms as tiny_dataset
     shape = tuple(trainer.configuration_manager.patch_size)
     img, seg = tiny_dataset.make_case(np.random.RandomState(0), shape=shape)
     props = trainer.plans_manager.foreground_intensity_properties_per_channel["0"]

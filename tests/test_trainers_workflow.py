@@ -8,7 +8,7 @@ import time
 import torch
 
 from conftest import BIN, cli, make_env, plan, train
-import tiny_dataset
+from nnunetv2_zept.experiments import tiny_phantoms as tiny_dataset
 
 
 def _ckpt(env, trainer, fold=0, name="checkpoint_final.pth"):

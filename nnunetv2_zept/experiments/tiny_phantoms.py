@@ -1,4 +1,5 @@
-"""A tiny region dataset for end-to-end tests through the stock nnU-Net commands.
+"""A tiny region dataset: the test suite's end-to-end runs through the stock nnU-Net commands and
+the Stage 1 learning-speed benchmark train on it.
 
 Each case is a 32^3 CT-like volume (HU) with a body of fat and muscle, a liver, two kidneys
 and, depending on the case, a hypodense liver tumour (seen class) or a kidney tumour (declared
