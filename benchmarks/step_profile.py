@@ -24,6 +24,7 @@ arithmetic whatever the weights.
 
     python benchmarks/step_profile.py                      # about 4 min on 2 idle cores
     python benchmarks/step_profile.py --steps 3 --repeats 1 --out /tmp/p.md   # a quick look
+    python benchmarks/step_profile.py --before /path/to/old/checkout   # an older version's trainers as extra columns
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ TRAINERS = ("nnUNetTrainerZePTBaseline", "nnUNetTrainerZePTBaselineAdamW", "nnUN
             "nnUNetTrainerZePTStage2")
 SHORT = {"nnUNetTrainerZePTBaseline": "plain nnU-Net", "nnUNetTrainerZePTBaselineAdamW": "nnU-Net, ZePT's optimiser",
          "nnUNetTrainerZePTStage1": "ZePT Stage 1", "nnUNetTrainerZePTStage2": "ZePT Stage 2"}
+BEFORE = "(before)"
 PHASES = ("data", "lesions", "forward", "loss", "backward", "optimiser")
 DATASET_ID = 993
 
@@ -214,9 +216,14 @@ def summarise(rows: Dict[str, List[dict]]) -> Dict[str, dict]:
     return out
 
 
+def _short(key: str) -> str:
+    name, _, suffix = key.partition(" ")
+    return SHORT.get(name, name) + (f" {suffix}" if suffix else "")
+
+
 def table(summary: Dict[str, dict]) -> str:
     ts = list(summary)
-    head = "| phase | " + " | ".join(SHORT.get(t, t) for t in ts) + " |"
+    head = "| phase | " + " | ".join(_short(t) for t in ts) + " |"
     lines = [head, "|---" * (len(ts) + 1) + "|"]
 
     def row(label, key, sub=False):
@@ -237,7 +244,7 @@ def table(summary: Dict[str, dict]) -> str:
                  + " | ".join(f"{summary[t]['train_step_s']:.3f}" for t in ts) + " |")
     lines.append("| CPU seconds per iteration | " + " | ".join(f"{summary[t]['cpu_s_per_iteration']:.2f}" for t in ts) + " |")
     base = ts[0]
-    lines.append(f"| iteration / {SHORT.get(base, base)} | "
+    lines.append(f"| iteration / {_short(base)} | "
                  + " | ".join(f"{summary[t]['iteration_s'] / summary[base]['iteration_s']:.2f}x" for t in ts) + " |")
     return "\n".join(lines)
 
@@ -252,6 +259,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: every core, as nnUNetv2_train)")
     ap.add_argument("--trainers", nargs="+", default=list(TRAINERS))
     ap.add_argument("--label", default="", help="free text for the table's heading (e.g. 'before', a commit)")
+    ap.add_argument("--before", default=None, metavar="DIR",
+                    help="a folder holding another version's nnunetv2_zept package: its trainers (--before-trainers) "
+                         "run interleaved with this version's, on the same data, as extra columns '(before)'")
+    ap.add_argument("--before-trainers", nargs="+", default=["nnUNetTrainerZePTBaseline", "nnUNetTrainerZePTStage1",
+                                                              "nnUNetTrainerZePTStage2"])
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:
@@ -262,19 +274,24 @@ def main(argv=None) -> int:
 
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="zept_profile_"))
     env = prepare(work)
-    rows: Dict[str, List[dict]] = {t: [] for t in args.trainers}
+    runs = [(t, t, env) for t in args.trainers]
+    if args.before:
+        before_env = dict(env, PYTHONPATH=os.pathsep.join([str(Path(args.before).resolve())] + (
+            [env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])))
+        runs += [(f"{t} {BEFORE}", t, before_env) for t in args.before_trainers]
+    rows: Dict[str, List[dict]] = {key: [] for key, _, _ in runs}
     loads = [os.getloadavg()[0]]
     t_start = time.time()
     for r in range(args.repeats):
-        for t in args.trainers:
-            res = work / f"results_{t}_{r}"
+        for key, t, run_env in runs:
+            res = work / f"results_{key.replace(' ', '_')}_{r}"
             a = dict(trainer_name=t, results=str(res), warmup=args.warmup, steps=args.steps, threads=args.threads)
-            log(f"repeat {r + 1}/{args.repeats}: {t}")
-            proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(a)], env=env, capture_output=True,
-                                  text=True)
+            log(f"repeat {r + 1}/{args.repeats}: {key}")
+            proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(a)], env=run_env,
+                                  capture_output=True, text=True)
             if proc.returncode != 0:
-                raise SystemExit(f"{t} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            rows[t].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                raise SystemExit(f"{key} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            rows[key].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             loads.append(os.getloadavg()[0])
     summary = summarise(rows)
     first = next(iter(rows.values()))[0]
