@@ -319,14 +319,14 @@ def _commit() -> str:
 
 
 def with_zero_shot_from(summary: dict, arrays: dict, zs_summary: dict, zs_arrays: dict, zero_shot: Sequence[str]):
-    """One run's evaluation with the zero-shot types' numbers taken from a second evaluation."""
-    summary = dict(summary, groups=dict(summary["groups"], zero_shot_tumours=zs_summary["groups"]["zero_shot_tumours"]),
-                   per_class={k: (zs_summary["per_class"][k] if k in zero_shot else v)
-                              for k, v in summary["per_class"].items()})
+    """A baseline run's evaluation with the zero-shot types' numbers (summary and per-case arrays)
+    from the evaluation of its tumour-agnostic copy (experiments.baseline_scores)."""
+    from nnunetv2_zept.experiments.baseline_scores import with_zero_shot_from as merged_summary
+
     if list(arrays["cases"]) != list(zs_arrays["cases"]):
         raise ValueError("the two evaluations of one run cover different cases")
     arrays = {k: (zs_arrays[k] if k.split("/")[0] in zero_shot else v) for k, v in arrays.items()}
-    return summary, arrays
+    return merged_summary(summary, zs_summary, zero_shot), arrays
 
 
 def evaluate_run(folders: Dict[str, Path], prediction: Path, dataset_json: dict):

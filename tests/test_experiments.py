@@ -80,3 +80,24 @@ def test_bad_prediction_folders_are_refused_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     with pytest.raises(FileNotFoundError, match="--save_probabilities"):
         tumour_agnostic_copy(tmp_path, tmp_path / "y", DATASET_JSON)
+
+
+def test_a_baselines_seen_types_come_from_its_own_labels_and_zero_shot_types_from_the_copy():
+    from nnunetv2_zept.experiments.baseline_scores import with_zero_shot_from
+
+    def summary(tag):
+        return {"per_class": {"liver": {"DSC": f"{tag} liver"}, "liver_tumour": {"DSC": f"{tag} seen"},
+                              "liver_metastasis": {"DSC": f"{tag} zero-shot"}},
+                "groups": {"organs": tag, "seen_tumours": tag, "zero_shot_tumours": tag},
+                "per_case": {"c1": {"liver_tumour": tag, "liver_metastasis": tag},
+                             "c2": {"liver_tumour": tag, "liver_metastasis": tag}}}
+
+    merged = with_zero_shot_from(summary("own"), summary("copy"), ["liver_metastasis"])
+    assert merged["per_class"] == {"liver": {"DSC": "own liver"}, "liver_tumour": {"DSC": "own seen"},
+                                   "liver_metastasis": {"DSC": "copy zero-shot"}}
+    assert merged["groups"] == {"organs": "own", "seen_tumours": "own", "zero_shot_tumours": "copy"}
+    assert merged["per_case"]["c2"] == {"liver_tumour": "own", "liver_metastasis": "copy"}
+    other = summary("copy")
+    del other["per_case"]["c2"]
+    with pytest.raises(ValueError, match="different cases"):
+        with_zero_shot_from(summary("own"), other, ["liver_metastasis"])

@@ -1,5 +1,5 @@
 """Evaluation of the demo's predictions: the library's `evaluate_folder` for each model, with a plain
-baseline's zero-shot channels replaced by its tumour-agnostic score (experiments/baseline_scores.py),
+baseline's zero-shot types read from its tumour-agnostic score (experiments/baseline_scores.py),
 plus the pooled ROC curves that the report draws for all models on the same axes."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Dict, Set
 
 import numpy as np
 
-from nnunetv2_zept.experiments.baseline_scores import PROBABILITY_KEY, tumour_agnostic_copy
+from nnunetv2_zept.experiments.baseline_scores import PROBABILITY_KEY, tumour_agnostic_copy, with_zero_shot_from
 from nnunetv2_zept.demo.figures import VoxelRocCurves, case_roc, read_label
 from nnunetv2_zept.roles import channel_names, roles_from_dataset_json
 from nnunetv2_zept.tumour_score import TumourScoreSettings
@@ -33,15 +33,23 @@ def evaluate_models(raw: Path, predictions: Dict[str, Path], output: Path, basel
     names = channel_names(dj)
     settings = TumourScoreSettings()
     folders = dict(predictions)
-    for model in baselines:
-        agnostic = folders[model].parent / (folders[model].name + "_tumour_agnostic")
-        tumour_agnostic_copy(folders[model], agnostic, dj)
-        folders[model] = agnostic
+    zero_shot_names = [names[z] for z in roles.zero_shot]
+
+    def evaluate(folder: Path, into: Path) -> dict:
+        return evaluate_folder(str(raw / "labelsTs"), str(folder), dj, str(into), score_settings=settings, plots=True,
+                               images_folder=str(raw / "imagesTs"))
 
     summaries, voxel, cases = {}, {}, {}
+    for model, folder in predictions.items():
+        summaries[model] = evaluate(folder, output / model)
+        if model in baselines:
+            # organs and seen types from its own label maps, zero-shot types from the tumour-agnostic copy
+            agnostic = folder.parent / (folder.name + "_tumour_agnostic")
+            tumour_agnostic_copy(folder, agnostic, dj)
+            folders[model] = agnostic
+            summaries[model] = with_zero_shot_from(summaries[model], evaluate(agnostic, output / f"{model}_zero_shot"),
+                                                   zero_shot_names)
     for model, folder in folders.items():
-        summaries[model] = evaluate_folder(str(raw / "labelsTs"), str(folder), dj, str(output / model),
-                                           score_settings=settings, plots=True, images_folder=str(raw / "imagesTs"))
         voxel[model] = _voxel_curves(raw, folder, dj, roles, names, settings)
         cases[model] = {}
         for t in roles.tumours:

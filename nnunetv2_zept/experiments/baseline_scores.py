@@ -10,7 +10,9 @@ their cavities filled, grown by the same number of mm; `architectures.self_promp
 and ZePT's floor (probability sigmoid(-30)) outside it.  Baseline and ZePT are then read the
 same way: liver metastasis = tumour-like voxels in or near the liver, and so on.
 
-The label maps are repainted the way nnU-Net exports region predictions: every channel's voxels
+Organs and seen types are evaluated on the baseline's own prediction folder, only the zero-shot
+types on the copy (`with_zero_shot_from`).  The copy's label maps are repainted the way nnU-Net
+exports region predictions: every channel's voxels
 with probability > 0.5 get its label, in `regions_class_order`, later regions over earlier ones,
 so a zero-shot type's label covers the tumour-like voxels inside its predicted host organ and its
 DSC is measured exactly as ZePT's is.  The prediction folder itself is never changed.
@@ -90,6 +92,29 @@ def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_j
         shutil.rmtree(output_folder)
     tmp.rename(output_folder)
     return n
+
+
+def with_zero_shot_from(summary: dict, zero_shot_summary: dict, zero_shot_names) -> dict:
+    """A baseline's evaluation (`evaluate_folder` summary) of its own prediction folder, with the
+    zero-shot types' numbers taken from the evaluation of its tumour-agnostic copy.
+
+    The copy's label maps cannot hold two tumour labels in one voxel: in an organ that hosts a seen
+    and a zero-shot type (the liver) the zero-shot label paints over the baseline's seen tumours, so
+    organs and seen types are read from the baseline's own label maps and only the zero-shot types
+    from the copy."""
+    names = set(zero_shot_names)
+    merged = dict(summary)
+    merged["per_class"] = {k: (zero_shot_summary["per_class"][k] if k in names else v)
+                           for k, v in summary["per_class"].items()}
+    if "groups" in summary and "zero_shot_tumours" in zero_shot_summary.get("groups", {}):
+        merged["groups"] = dict(summary["groups"], zero_shot_tumours=zero_shot_summary["groups"]["zero_shot_tumours"])
+    if "per_case" in summary:
+        if list(summary["per_case"]) != list(zero_shot_summary["per_case"]):
+            raise ValueError("the two evaluations of one baseline cover different cases")
+        merged["per_case"] = {c: {k: (zero_shot_summary["per_case"][c][k] if k in names else v)
+                                  for k, v in row.items()}
+                              for c, row in summary["per_case"].items()}
+    return merged
 
 
 def zero_shot_regions(probs: np.ndarray, roles, spacing_zyx, growth_mm: float) -> np.ndarray:
