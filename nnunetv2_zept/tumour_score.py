@@ -57,7 +57,8 @@ class TumourScoreSettings:
     host_margin_mm: float = 5.0           # growth of the predicted host organ ...
     min_margin_voxels: int = 0            # ... by at least this many voxels along every axis
     min_host_fraction: float = 0.1        # host pieces smaller than this share of the largest piece are dropped
-    boundary_mm: float = 2.0              # half-width of the organ-surface band (0 switches it off)
+    boundary_mm: float = 2.0              # half-width of the organ-surface band (0 switches it off) ...
+    min_boundary_voxels: int = 0          # ... at least this many voxels wide where boundary_mm > 0
     threshold: float = 0.5                # lesion threshold (nnU-Net's region threshold)
     host_threshold: float = 0.5           # host-organ probability threshold
     level_resolution: float = 2.0 ** -10  # bisection resolution of the score, in logit
@@ -72,7 +73,7 @@ class TumourScoreSettings:
         for name in ("threshold", "host_threshold"):
             if not (0.0 < getattr(self, name) < 1.0):
                 raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must lie in (0, 1)")
-        for name in ("min_lesion_voxels", "min_margin_voxels"):
+        for name in ("min_lesion_voxels", "min_margin_voxels", "min_boundary_voxels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"TumourScoreSettings.{name} = {getattr(self, name)!r}: must be a whole number >= 0")
         if not (0.0 < self.level_resolution < 0.5):
@@ -85,6 +86,13 @@ class TumourScoreSettings:
         """The host margin on a grid of `spacing` mm: host_margin_mm, but at least min_margin_voxels
         voxels along every axis (a margin finer than the grid grows nothing)."""
         return max(float(self.host_margin_mm), self.min_margin_voxels * max(float(s) for s in spacing))
+
+    def band_mm(self, spacing: Sequence[float]) -> float:
+        """The organ-surface band's half-width on a grid of `spacing` mm: boundary_mm, but at least
+        min_boundary_voxels voxels where the band is on (a band finer than the grid is empty)."""
+        if self.boundary_mm <= 0:
+            return 0.0
+        return max(float(self.boundary_mm), self.min_boundary_voxels * max(float(s) for s in spacing))
 
     def min_core_voxels(self, spacing: Sequence[float]) -> int:
         """Core voxels a lesion needs on a grid of `spacing` mm (min_lesion_volume_mm3, at least
@@ -197,18 +205,18 @@ def host_region(host_mask: np.ndarray, spacing: Sequence[float],
     if host_mask.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"need a 3D mask and 3 spacings, got shape {host_mask.shape} and spacing {tuple(spacing)}")
     margin = settings.margin_mm(spacing)
-    pad = margin_in_voxels(max(margin, settings.boundary_mm), spacing)
+    band_mm = settings.band_mm(spacing)
+    pad = margin_in_voxels(max(margin, band_mm), spacing)
     host_mask = drop_small_pieces(host_mask, settings.min_host_fraction)
     box = bounding_box(host_mask, pad)
     if box is None:
         return None
     host = fill_holes(host_mask[box].astype(bool, copy=False))
     region = host | within_mm(host, spacing, margin)
-    if settings.boundary_mm > 0:
+    if band_mm > 0:
         # inside voxels near the background and outside voxels near the host; the crop is padded,
         # so background exists on every side of the host
-        band = (host & within_mm(~host, spacing, settings.boundary_mm)) | \
-               (~host & within_mm(host, spacing, settings.boundary_mm))
+        band = (host & within_mm(~host, spacing, band_mm)) | (~host & within_mm(host, spacing, band_mm))
         core = region & ~band
     else:
         core = region.copy()

@@ -208,3 +208,36 @@ def test_helpers_and_settings_validation():
         TumourScoreSettings(host_margin_mm=-1)
     with pytest.raises(ValueError, match="shape"):
         tumour_presence_score(np.zeros((3, 3, 3)), np.zeros((3, 3, 4), bool), ISO)
+
+
+def test_grid_rules_bite_only_where_the_mm_settings_are_finer_than_the_grid():
+    coarse = (6.0, 6.0, 6.0)
+    grid = TumourScoreSettings(min_lesion_voxels=2, min_margin_voxels=1, min_boundary_voxels=1)
+    # the mm settings on a 6 mm grid: 50 mm^3 < 1 voxel, a 5 mm margin and a 2 mm band are empty
+    assert TumourScoreSettings().min_core_voxels(coarse) == 1 and grid.min_core_voxels(coarse) == 2
+    assert grid.margin_mm(coarse) == 6.0 and grid.band_mm(coarse) == 6.0
+    # at 1 mm the mm settings are coarser than any of the voxel minimums: nothing changes
+    fine = TumourScoreSettings()
+    assert (grid.min_core_voxels(ISO), grid.margin_mm(ISO), grid.band_mm(ISO)) == \
+        (fine.min_core_voxels(ISO), fine.margin_mm(ISO), fine.band_mm(ISO))
+    assert TumourScoreSettings(boundary_mm=0.0, min_boundary_voxels=1).band_mm(coarse) == 0.0   # band off stays off
+
+    host = organ()
+    deep = background()
+    deep[18:22, 18:22, 18:22] = 0.9               # a lesion deep inside the organ counts under every rule
+    hug = background()
+    hug[8, 12:20, 12:20] = 0.9                    # one voxel thick, on the organ's surface layer
+    lone = background()
+    lone[20, 20, 20] = 0.9                        # a single voxel inside
+    outside = background()
+    outside[20, 20, 32] = 0.9                     # the first voxel outside the organ face
+    outside[20, 21, 32] = 0.9
+    for settings in (TumourScoreSettings(), grid):
+        assert tumour_presence_score(deep, host, coarse, settings) == pytest.approx(0.9, abs=RES)
+    assert tumour_presence_score(hug, host, coarse) == pytest.approx(0.9, abs=RES)
+    assert tumour_presence_score(hug, host, coarse, grid) <= BG
+    assert tumour_presence_score(lone, host, coarse) == pytest.approx(0.9, abs=RES)
+    assert tumour_presence_score(lone, host, coarse, TumourScoreSettings(min_lesion_voxels=2)) <= BG
+    assert tumour_presence_score(outside, host, coarse, TumourScoreSettings(boundary_mm=0.0)) <= BG
+    assert tumour_presence_score(outside, host, coarse, TumourScoreSettings(boundary_mm=0.0, min_margin_voxels=1)) \
+        == pytest.approx(0.9, abs=RES)
