@@ -50,15 +50,19 @@ from nnunetv2_zept.evaluation.mask_ops import STRUCTURE_26, bounding_box, fill_h
 
 @dataclass(frozen=True)
 class TumourScoreSettings:
-    """Parameters of the tumour-presence score and of lesion extraction (all in mm / mm^3)."""
+    """Parameters of the tumour-presence score and of lesion extraction (all in mm / mm^3).
+
+    The voxel minimums (min_lesion_voxels, min_margin_voxels, min_boundary_voxels) act only on grids
+    coarser than the mm settings (at 1 mm: 50 mm^3 = 50 voxels, 5 mm, 2 mm); they were chosen on the
+    development split of the sealed benchmark at 6 mm (benchmarks/score_rules.py, docs/benchmarks.md)."""
 
     min_lesion_volume_mm3: float = 50.0   # core volume a lesion needs to count ...
-    min_lesion_voxels: int = 1            # ... and at least this many voxels, whatever the spacing
+    min_lesion_voxels: int = 4            # ... and at least this many voxels, whatever the spacing
     host_margin_mm: float = 5.0           # growth of the predicted host organ ...
-    min_margin_voxels: int = 0            # ... by at least this many voxels along every axis
+    min_margin_voxels: int = 1            # ... by at least this many voxels along every axis
     min_host_fraction: float = 0.1        # host pieces smaller than this share of the largest piece are dropped
     boundary_mm: float = 2.0              # half-width of the organ-surface band (0 switches it off) ...
-    min_boundary_voxels: int = 0          # ... at least this many voxels wide where boundary_mm > 0
+    min_boundary_voxels: int = 1          # ... at least this many voxels wide where boundary_mm > 0
     threshold: float = 0.5                # lesion threshold (nnU-Net's region threshold)
     host_threshold: float = 0.5           # host-organ probability threshold
     level_resolution: float = 2.0 ** -10  # bisection resolution of the score, in logit

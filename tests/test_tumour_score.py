@@ -1,4 +1,6 @@
 """Tumour-presence score and lesion extraction: volume filter, host region, boundary band, geometry."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -191,7 +193,7 @@ def test_physical_centre_matches_simpleitk():
     p = np.zeros((6, 7, 8), dtype=np.float32)
     p[2:4, 3:4, 4:5] = 0.9
     host = np.ones((6, 7, 8), dtype=bool)
-    les = extract_lesions(p, {"organ": host}, geo, TumourScoreSettings(min_lesion_volume_mm3=1.0, boundary_mm=0))
+    les = extract_lesions(p, {"organ": host}, geo, TumourScoreSettings(min_lesion_volume_mm3=1.0, min_lesion_voxels=1, boundary_mm=0))
     assert les[0].centre_mm == pytest.approx(img.TransformContinuousIndexToPhysicalPoint((4.0, 3.0, 2.5)))
     assert les[0].volume_ml == pytest.approx(2 * 1.0 / 1000)
 
@@ -212,14 +214,18 @@ def test_helpers_and_settings_validation():
 
 def test_grid_rules_bite_only_where_the_mm_settings_are_finer_than_the_grid():
     coarse = (6.0, 6.0, 6.0)
+    mm_only = TumourScoreSettings(min_lesion_voxels=1, min_margin_voxels=0, min_boundary_voxels=0)
     grid = TumourScoreSettings(min_lesion_voxels=2, min_margin_voxels=1, min_boundary_voxels=1)
     # the mm settings on a 6 mm grid: 50 mm^3 < 1 voxel, a 5 mm margin and a 2 mm band are empty
-    assert TumourScoreSettings().min_core_voxels(coarse) == 1 and grid.min_core_voxels(coarse) == 2
+    assert mm_only.min_core_voxels(coarse) == 1 and grid.min_core_voxels(coarse) == 2
+    assert mm_only.margin_mm(coarse) == 5.0 and mm_only.band_mm(coarse) == 2.0
     assert grid.margin_mm(coarse) == 6.0 and grid.band_mm(coarse) == 6.0
+    assert TumourScoreSettings().min_core_voxels(coarse) == 4          # the default, chosen on development data
     # at 1 mm the mm settings are coarser than any of the voxel minimums: nothing changes
-    fine = TumourScoreSettings()
-    assert (grid.min_core_voxels(ISO), grid.margin_mm(ISO), grid.band_mm(ISO)) == \
-        (fine.min_core_voxels(ISO), fine.margin_mm(ISO), fine.band_mm(ISO))
+    fine = mm_only
+    for settings in (grid, TumourScoreSettings()):
+        assert (settings.min_core_voxels(ISO), settings.margin_mm(ISO), settings.band_mm(ISO)) == \
+            (fine.min_core_voxels(ISO), fine.margin_mm(ISO), fine.band_mm(ISO))
     assert TumourScoreSettings(boundary_mm=0.0, min_boundary_voxels=1).band_mm(coarse) == 0.0   # band off stays off
 
     host = organ()
@@ -232,12 +238,12 @@ def test_grid_rules_bite_only_where_the_mm_settings_are_finer_than_the_grid():
     outside = background()
     outside[20, 20, 32] = 0.9                     # the first voxel outside the organ face
     outside[20, 21, 32] = 0.9
-    for settings in (TumourScoreSettings(), grid):
+    for settings in (mm_only, grid):
         assert tumour_presence_score(deep, host, coarse, settings) == pytest.approx(0.9, abs=RES)
-    assert tumour_presence_score(hug, host, coarse) == pytest.approx(0.9, abs=RES)
+    assert tumour_presence_score(hug, host, coarse, mm_only) == pytest.approx(0.9, abs=RES)
     assert tumour_presence_score(hug, host, coarse, grid) <= BG
-    assert tumour_presence_score(lone, host, coarse) == pytest.approx(0.9, abs=RES)
-    assert tumour_presence_score(lone, host, coarse, TumourScoreSettings(min_lesion_voxels=2)) <= BG
-    assert tumour_presence_score(outside, host, coarse, TumourScoreSettings(boundary_mm=0.0)) <= BG
-    assert tumour_presence_score(outside, host, coarse, TumourScoreSettings(boundary_mm=0.0, min_margin_voxels=1)) \
+    assert tumour_presence_score(lone, host, coarse, mm_only) == pytest.approx(0.9, abs=RES)
+    assert tumour_presence_score(lone, host, coarse, replace(mm_only, min_lesion_voxels=2)) <= BG
+    assert tumour_presence_score(outside, host, coarse, replace(mm_only, boundary_mm=0.0)) <= BG
+    assert tumour_presence_score(outside, host, coarse, replace(mm_only, boundary_mm=0.0, min_margin_voxels=1)) \
         == pytest.approx(0.9, abs=RES)
