@@ -232,9 +232,11 @@ def _evaluate_case(case, reference_folder, prediction_folder, file_ending, roles
         ref_host = ref_t.copy()
         for h in annotated_hosts:
             ref_host |= _isin(ref, ids[h])
-        box = bounding_box(ref_host, margin_in_voxels(settings.margin_mm(spacing), spacing))
+        # grown by host_margin_mm exactly, at any spacing: the voxel metric's region is a definition,
+        # not one of the score's grid rules (which are tuned for case detection)
+        box = bounding_box(ref_host, margin_in_voxels(settings.host_margin_mm, spacing))
         if annotated_hosts and box is not None and ref_host[box].sum() > ref_t[box].sum():
-            region = within_mm(ref_host[box], spacing, settings.margin_mm(spacing))
+            region = within_mm(ref_host[box], spacing, settings.host_margin_mm)
             entry["host_region_source"] = "reference"
         elif hr is not None:
             box, region = hr.box, hr.region.copy()
