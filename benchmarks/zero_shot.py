@@ -408,6 +408,8 @@ def summarise(results: Path, split: str, configs: Sequence[str], resamples: int 
             entry[group] = {m: stats.seed_mean_with_ci([np.nanmean(np.stack([s[f"{t}/{m}"] for t in members]), axis=0)
                                                         for s in per_seed]) for m in METRICS}
         entry["training"] = _training_totals(runs[c])
+        # the code that scored a run decides its numbers (score rules change), so the report names it
+        entry["scored_by"] = sorted({r.get("commit", "?") for r in runs[c]})
         out["configs"][c] = entry
     if "zept" in metrics:
         for base in BASELINES:
@@ -442,7 +444,8 @@ def write_report(results: Path, out_md: Path) -> str:
     lines = ["# Sealed zero-shot benchmark", "",
              "Written by `python benchmarks/zero_shot.py report` from the result files in "
              "`benchmarks/results/zero_shot/`.  Cells: mean over training seeds [bootstrap 95% CI over cases of "
-             "that mean] (min–max over seeds).", ""]
+             "that mean] (min–max over seeds). Rows scored by different commits may use different tumour-score "
+             "rules; compare rows scored by the same commit.", ""]
     record = json.loads((results / "test_record.json").read_text()) if (results / "test_record.json").is_file() else []
     for budget_dir in sorted(p for p in results.iterdir() if p.is_dir()):
         for split in ("test", "dev"):
@@ -468,13 +471,13 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
          + ", ".join(f"{t} {n}" for t, n in s["n_positive"].items()) + ")", ""]
     cfgs = list(s["configs"])
     L += ["| configuration | seeds | organ DSC | zero-shot case AUROC | zero-shot voxel AUROC (host) | "
-          "FPR95 (body) | seen DSC | training (min, wall / CPU) |", "|---|---|---|---|---|---|---|---|"]
+          "FPR95 (body) | seen DSC | training (min, wall / CPU) | scored by commit |", "|---|---|---|---|---|---|---|---|---|"]
     for c in cfgs:
         e = s["configs"][c]
         z, seen = e["zero-shot mean"], e["seen mean"]
         L.append(f"| {c} | {len(e['seeds'])} | {f(e['organ_DSC'])} | {f(z['case_AUROC'])} | {f(z['voxel_AUROC_host'])} | "
                  f"{f(z['FPR95_body'])} | {f(seen['DSC'])} | {e['training']['wall_min_mean']:.0f} / "
-                 f"{e['training']['cpu_min_mean']:.0f} |")
+                 f"{e['training']['cpu_min_mean']:.0f} | {', '.join(e['scored_by'])} |")
     for metric, title in (("case_AUROC", "case AUROC"), ("voxel_AUROC_host", "voxel AUROC in the host region"),
                           ("voxel_AUROC_body", "voxel AUROC in the CT body mask"), ("FPR95_body", "FPR95 in the CT body mask"),
                           ("DSC", "DSC on cases with the tumour"), ("NSD", "NSD on cases with the tumour"),
