@@ -24,7 +24,7 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py dev  --configs zept_noSelfPrompt zept_noGrouping --seeds 0 1   # ablations
   python benchmarks/zero_shot.py test --configs zept nnunet nnunet_adamw --seeds 0 1 2 --tag v1
   python benchmarks/zero_shot.py report                                  # tables from the result files
-  python benchmarks/zero_shot.py export-reference                       # the demo's reference models
+  python benchmarks/zero_shot.py export-reference --seeds 0             # the demo's reference models (one seed)
 
 `test` refuses a configuration that has no development results for the same budget and seeds,
 and one that the test record (results/zero_shot/test_record.json) already holds under the same
@@ -368,7 +368,7 @@ def export_references(bench: "Bench", folder: Path, seed: int = 0) -> List[Path]
                 "development_split": run["full_resolution"]["groups"],
                 "rebuild": f"python benchmarks/zero_shot.py dev --configs {config} --seeds {seed} --budget "
                            f"{bench.budget_name} && python benchmarks/zero_shot.py export-reference --budget "
-                           f"{bench.budget_name}"}
+                           f"{bench.budget_name} --seeds {seed}"}
         out.append(export_reference_zip(bench.fold_folder(seed, trainer).parent, folder / f"{name}.zip", info,
                                         f"Dataset{DATASET_ID:03d}_{DATASET_NAME}", FOLD))
     return out
@@ -527,7 +527,9 @@ def main(argv=None) -> int:
         write_report(results, Path(args.out) if args.out else results / "report.md")
         return 0
     if args.command == "export-reference":
-        for path in export_references(bench, REFERENCE_MODELS):
+        if len(args.seeds) != 1:
+            raise SystemExit("export-reference exports one training seed's models: give exactly one, e.g. --seeds 0")
+        for path in export_references(bench, REFERENCE_MODELS, seed=args.seeds[0]):
             log(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")
         return 0
     if args.command == "test":
