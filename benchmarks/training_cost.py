@@ -462,8 +462,9 @@ def main(argv=None) -> int:
                 if tta == "zept_predict":     # the plugin's own command: anomaly maps and tumour reports too
                     key = f"{t}|nnunetv2_zept predict"
                     outdir = work / "pred" / f"{t}_zept_{r}"
-                    argv_p = ["-i", str(pred_in), "-o", str(outdir), "-d", str(DATASET_ID), "-c", CONFIG, "-f", "0",
-                              "-tr", t, "-device", args.device]
+                    # the plugin's -i takes image files (a folder is read as one DICOM series)
+                    argv_p = ["-i", *sorted(str(p) for p in pred_in.iterdir()), "-o", str(outdir), "-d", str(DATASET_ID),
+                              "-c", CONFIG, "-f", "0", "-tr", t, "-device", args.device]
                     log(f"prediction repeat {r + 1}: {t} with nnunetv2_zept predict")
                     try:
                         row = _child(["--_child", "predict", "--_args",
