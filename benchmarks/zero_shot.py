@@ -25,6 +25,7 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py test --configs zept nnunet nnunet_adamw --seeds 0 1 2 --tag v1
   python benchmarks/zero_shot.py report                                  # tables from the result files
   python benchmarks/zero_shot.py export-reference --seeds 0             # the demo's reference models (one seed)
+  python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
 
 `test` refuses a configuration that has no development results for the same budget and seeds,
 and one that the test record (results/zero_shot/test_record.json) already holds under the same
@@ -500,7 +501,7 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate"))
+    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate", "thresholds"))
     ap.add_argument("--configs", nargs="+", default=list(MAIN_CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="b2000", choices=sorted(BUDGETS))
@@ -517,6 +518,14 @@ def main(argv=None) -> int:
         return 0
     for c in args.configs:
         trainers_of(c)
+    if args.command == "thresholds":
+        from zero_shot_thresholds import write_threshold_study
+
+        for c in args.configs:
+            budget_dir = results / args.budget
+            print(write_threshold_study(budget_dir, c, load_runs(budget_dir, "dev", c),
+                                        Path(args.out) if args.out else budget_dir / f"thresholds_dev_{c}.md"))
+        return 0
     bench = Bench(Path(args.work).resolve(), args.budget, args.device, results)
     if args.command == "re-evaluate":
         for split in ("dev", "test"):

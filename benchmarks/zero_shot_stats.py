@@ -100,6 +100,28 @@ def fpr_at_tpr_from_histograms(pos: np.ndarray, neg: np.ndarray, target: float =
     return np.where((P[..., 0] > 0) & (N[..., 0] > 0), out, np.nan)
 
 
+def dice_at_thresholds(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """DSC of the mask {score >= lower edge of bin b} for every bin b, from histogram pairs [..., B]
+    of one case's voxels (positives = reference lesion): [..., B]; NaN without positives.
+    Bin b = B/2 is the threshold 0.5 (the bins are symmetric in logit)."""
+    pos = pos.astype(np.float64)
+    neg = neg.astype(np.float64)
+    tp = np.cumsum(pos[..., ::-1], axis=-1)[..., ::-1]
+    fp = np.cumsum(neg[..., ::-1], axis=-1)[..., ::-1]
+    P = pos.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(P > 0, 2 * tp / (P + tp + fp), np.nan)
+
+
+def bin_lower_edges(bins: int = STORED_BINS) -> np.ndarray:
+    """Probability at the lower edge of each stored bin (the evaluation's bins, equal in logit)."""
+    from scipy.special import expit
+
+    from nnunetv2_zept.evaluation.histogram_roc import LOGIT_RANGE
+
+    return expit(np.linspace(-LOGIT_RANGE, LOGIT_RANGE, bins + 1)[:-1])
+
+
 def weighted_auroc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Case AUROC for case weights [R, C] (multiplicities of a resample); NaN where a class is missing."""
     s = np.asarray(scores, dtype=np.float64)

@@ -187,3 +187,46 @@ def test_gpu_cost_script_runs_shrunk_on_cpu(tmp_path):
     assert row["windows"] >= 1 and 0 < row["startup_s"] < row["wall_s"]
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
     assert "gpu_cost.sh: done" in proc.stdout
+
+
+def test_dice_at_thresholds_equals_the_dice_of_each_thresholded_mask():
+    from nnunetv2_zept.evaluation.histogram_roc import RocHistogram
+
+    rng = np.random.default_rng(1)
+    labels = rng.random(4000) < 0.05
+    scores = np.clip(np.where(labels, rng.normal(0.7, 0.2, 4000), rng.beta(1, 6, 4000)), 0, 1)
+    coarse = zstats.coarse_histogram(RocHistogram(zstats.STORED_BINS * 5).add(scores, labels))
+    curve = zstats.dice_at_thresholds(coarse[0], coarse[1])
+    edges = zstats.bin_lower_edges()
+    assert edges[zstats.STORED_BINS // 2] == pytest.approx(0.5)
+    for b in (0, 60, 100, 110, 140, 199):
+        # the histogram puts a score into the bin of its logit; compare on scores rounded down to bins
+        mask = np.searchsorted(edges, scores, side="right") - 1 >= b
+        expected = 2 * np.sum(mask & labels) / (labels.sum() + mask.sum())
+        assert curve[b] == pytest.approx(expected)
+    assert np.isnan(zstats.dice_at_thresholds(coarse[0] * 0, coarse[1])).all()
+
+
+def test_threshold_study_finds_the_threshold_that_delineates_and_its_oracle_bound():
+    from zero_shot_thresholds import threshold_study
+
+    B = zstats.STORED_BINS
+
+    def run(seed, lesion_bin):
+        # every case: 20 lesion voxels in `lesion_bin`, 100 tissue voxels just below it, the rest far below
+        body = np.zeros((3, 2, B), np.int64)
+        body[:, 0, lesion_bin] = 20
+        body[:, 1, lesion_bin - 3] = 100
+        body[:, 1, 10] = 5000
+        return {"seed": seed, "arrays": {"cases": np.arange(3), "t/present": np.ones(3, bool),
+                                         "t/voxels": np.full(3, 20), "t/body": body}}
+
+    study = threshold_study([run(0, 90), run(1, 90)], ["t"])["t"]
+    assert study["dsc_at_0.5"] == 0.0                      # every lesion voxel below p = 0.5
+    assert study["dsc_at_best"] == pytest.approx(1.0)      # a threshold between tissue and lesion
+    assert zstats.bin_lower_edges()[87] < study["best_threshold"] <= zstats.bin_lower_edges()[90]
+    assert study["dsc_leave_one_seed_out"] == pytest.approx(1.0)
+    # a seed whose lesions sit elsewhere: the other seed's threshold misses, the per-case oracle does not
+    shifted = threshold_study([run(0, 90), run(1, 120)], ["t"])["t"]
+    assert shifted["dsc_leave_one_seed_out"] < 0.5
+    assert shifted["dsc_oracle_per_case"] == pytest.approx(1.0)
