@@ -230,3 +230,32 @@ def test_threshold_study_finds_the_threshold_that_delineates_and_its_oracle_boun
     shifted = threshold_study([run(0, 90), run(1, 120)], ["t"])["t"]
     assert shifted["dsc_leave_one_seed_out"] < 0.5
     assert shifted["dsc_oracle_per_case"] == pytest.approx(1.0)
+
+
+def test_seen_precedence_caps_only_zero_shot_types_that_share_a_host_and_repaints(tmp_path):
+    import SimpleITK as sitk
+
+    from nnunetv2_zept.roles import roles_from_dataset_json
+    from seen_precedence import precedence_copy, seen_precedence
+
+    roles = roles_from_dataset_json(DATASET_JSON)
+    probs = np.zeros((5, 2, 3, 4), np.float32)       # channels: liver, spleen, liver_tumour, spleen_cyst, liver_metastasis
+    probs[0] = 0.9
+    probs[2, 0, 0] = [0.8, 0.3, 0.0, 0.6]            # seen liver tumour
+    probs[4, 0, 0] = [0.7, 0.9, 0.6, 0.2]            # zero-shot liver metastasis
+    probs[3, 1] = 0.95                               # zero-shot splenic cyst: no seen rival in the spleen
+    out = seen_precedence(probs, roles)
+    np.testing.assert_allclose(out[4, 0, 0], [0.2, 0.7, 0.6, 0.2], atol=1e-6)
+    np.testing.assert_array_equal(out[3], probs[3])
+    np.testing.assert_array_equal(out[:3], probs[:3])
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    np.savez_compressed(pred / "case_0.npz", probabilities=probs)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 4), np.uint8)), str(pred / "case_0.nii.gz"))
+    assert precedence_copy(pred, tmp_path / "copy", DATASET_JSON) == 1
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "copy" / "case_0.nii.gz")))
+    # liver (1) everywhere, liver_tumour (3) at p 0.8 and 0.6; metastasis (5) only where it now exceeds 0.5
+    np.testing.assert_array_equal(seg[0, 0], [3, 5, 5, 3])
+    assert (seg[1] == 4).all()
+    assert (sitk.GetArrayFromImage(sitk.ReadImage(str(pred / "case_0.nii.gz"))) == 0).all()   # input untouched
