@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/nnunetv2_zept demo $(DEMO_ARGS)
 
 test: install
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 clean-venv:
 	rm -rf $(VENV)
