@@ -116,6 +116,17 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     stored = json.loads((results / "quick" / "dev" / "nnunet_adamw" / "seed0.json").read_text())
     for name, source in (("liver_tumour", own), ("kidney_tumour", own), ("liver_metastasis", agnostic)):
         assert json.dumps(stored["full_resolution"]["per_class"][name]) == json.dumps(zero_shot._slim(source["per_class"][name]))
+    # the development-only studies run on the saved runs and predictions
+    assert zero_shot.main(["thresholds", "--configs", "zept", "--budget", "quick", "--results", str(results)]) == 0
+    study = (results / "quick" / "thresholds_dev_zept.md").read_text()
+    assert "Threshold study: `zept`, budget quick" in study
+    assert all(row.split(" | ")[1] in ("seen_tumour", "zero_shot_tumour") for row in study.splitlines()[6:] if row)
+    import seen_precedence
+
+    assert seen_precedence.main(["--work", str(work), "--seeds", "0", "--budget", "quick",
+                                 "--out", str(tmp_path / "precedence.md")]) == 0
+    assert "| seen DSC |" in (tmp_path / "precedence.md").read_text()
+    assert (work / "predictions" / "quick" / "dev" / "zept" / "seed0_seen_precedence").is_dir()
     # resumed: nothing is trained or predicted again, also when the saved predictions are evaluated again
     logs = sorted((work / "logs").rglob("*.log"))
     mtimes = [p.stat().st_mtime for p in logs]
