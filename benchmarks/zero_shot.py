@@ -27,6 +27,11 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py export-reference --seeds 0             # the demo's reference models (one seed)
   python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
 
+Development-only studies over the saved runs and predictions (no test data): `thresholds` above,
+benchmarks/score_rules.py (tumour-score grid rules), benchmarks/seen_precedence.py (a label-map rule,
+tested and not adopted) and benchmarks/seen_false_positives.py (where seen channels fire in
+tumour-free cases).
+
 `test` refuses a configuration that has no development results for the same budget and seeds,
 and one that the test record (results/zero_shot/test_record.json) already holds under the same
 tag: the test split is scored once per reported configuration, and the record counts them.
