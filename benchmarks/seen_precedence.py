@@ -54,7 +54,7 @@ def precedence_copy(prediction: Path, output: Path, dataset_json: dict) -> int:
     case's probabilities and the label maps repainted the way nnU-Net exports regions."""
     import SimpleITK as sitk
 
-    from nnunetv2_zept.experiments.baseline_scores import PROBABILITY_KEY, _paint_order, paint_regions
+    from nnunetv2_zept.experiments.baseline_scores import PROBABILITY_KEY, paint_order, paint_regions
     from nnunetv2_zept.roles import roles_from_dataset_json
 
     roles = roles_from_dataset_json(dataset_json)
@@ -69,7 +69,7 @@ def precedence_copy(prediction: Path, output: Path, dataset_json: dict) -> int:
             probs = seen_precedence(np.asarray(f[PROBABILITY_KEY]), roles)
         np.savez_compressed(output / npz.name, **{PROBABILITY_KEY: probs})
         image = sitk.ReadImage(str(label_file))
-        seg = sitk.GetImageFromArray(paint_regions(probs, _paint_order(dataset_json),
+        seg = sitk.GetImageFromArray(paint_regions(probs, paint_order(dataset_json),
                                                    sitk.GetArrayFromImage(image).dtype))
         seg.CopyInformation(image)
         sitk.WriteImage(seg, str(output / label_file.name), True)

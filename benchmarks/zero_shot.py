@@ -526,6 +526,10 @@ def main(argv=None) -> int:
     if args.command == "thresholds":
         from zero_shot_thresholds import write_threshold_study
 
+        if args.out and len(args.configs) > 1:
+            raise SystemExit("thresholds --out names one file, but several --configs were given: "
+                             "give one configuration, or leave out --out to write thresholds_dev_<config>.md each")
+
         for c in args.configs:
             budget_dir = results / args.budget
             print(write_threshold_study(budget_dir, c, load_runs(budget_dir, "dev", c),

@@ -35,7 +35,13 @@ import numpy as np
 
 STORED_BINS = 200
 RESAMPLES = 1000
-MIN_LESION_VOXELS_3_ACROSS = 4.0 / 3.0 * np.pi * 1.5 ** 3
+MIN_LESION_VOXELS_3_ACROSS = 4.0 / 3.0 * np.pi * 1.5 ** 3     # a sphere of diameter 3 voxels: 14.1 voxels
+
+
+def at_least_3_across(voxels: np.ndarray) -> np.ndarray:
+    """Which lesions (given their voxel counts) are at least 3 voxels across, the size the
+    DSC_3vox / NSD_3vox measures and the threshold study keep."""
+    return np.asarray(voxels) >= MIN_LESION_VOXELS_3_ACROSS
 
 
 # ------------------------------------------------------------------------------------ run data
@@ -153,8 +159,7 @@ def run_metrics(data: Dict[str, np.ndarray], tumours: Sequence[str], weights: np
         out[f"{t}/case_AUROC"] = weighted_auroc(data[f"{t}/score"], data[f"{t}/present"], weights)
         out[f"{t}/DSC"] = weighted_mean(data[f"{t}/dsc"], weights)
         out[f"{t}/NSD"] = weighted_mean(data[f"{t}/nsd"], weights)
-        # lesions at least 3 voxels across (a sphere of diameter 3 voxels: 14.1 voxels)
-        big = data.get(f"{t}/voxels", np.full(len(data["cases"]), 10 ** 9)) >= MIN_LESION_VOXELS_3_ACROSS
+        big = at_least_3_across(data.get(f"{t}/voxels", np.full(len(data["cases"]), 10 ** 9)))
         out[f"{t}/DSC_3vox"] = weighted_mean(np.where(big, data[f"{t}/dsc"], np.nan), weights)
         out[f"{t}/NSD_3vox"] = weighted_mean(np.where(big, data[f"{t}/nsd"], np.nan), weights)
         for region in ("host", "body"):

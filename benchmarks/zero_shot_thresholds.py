@@ -31,7 +31,7 @@ HALF = stats.STORED_BINS // 2          # bin whose lower edge is p = 0.5
 def _dice_curves(run: dict, tumour: str) -> np.ndarray:
     """[C', B] DSC at every bin threshold for the run's cases of `tumour` at least 3 voxels across."""
     a = run["arrays"]
-    keep = a[f"{tumour}/present"].astype(bool) & (a[f"{tumour}/voxels"] >= stats.MIN_LESION_VOXELS_3_ACROSS)
+    keep = a[f"{tumour}/present"].astype(bool) & stats.at_least_3_across(a[f"{tumour}/voxels"])
     h = a[f"{tumour}/body"][keep]
     return stats.dice_at_thresholds(h[:, 0], h[:, 1])
 

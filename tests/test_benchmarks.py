@@ -120,6 +120,9 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     assert zero_shot.main(["thresholds", "--configs", "zept", "--budget", "quick", "--results", str(results)]) == 0
     study = (results / "quick" / "thresholds_dev_zept.md").read_text()
     assert "Threshold study: `zept`, budget quick" in study
+    with pytest.raises(SystemExit, match="names one file"):    # two studies never overwrite one file
+        zero_shot.main(["thresholds", "--configs", "zept", "nnunet_adamw", "--budget", "quick",
+                        "--results", str(results), "--out", str(tmp_path / "one.md")])
     assert all(row.split(" | ")[1] in ("seen_tumour", "zero_shot_tumour") for row in study.splitlines()[6:] if row)
     import seen_precedence
 

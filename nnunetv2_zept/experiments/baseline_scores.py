@@ -47,7 +47,7 @@ def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_j
     if not roles.seen_tumours:
         raise ValueError("the tumour-agnostic score needs at least one seen tumour channel")
     ending = dataset_json.get("file_ending", ".nii.gz")
-    order = _paint_order(dataset_json)
+    order = paint_order(dataset_json)
     tmp = output_folder.with_name(output_folder.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -131,7 +131,7 @@ def zero_shot_regions(probs: np.ndarray, roles, spacing_zyx, growth_mm: float) -
     return host_regions(logits, sets, radius)[0].numpy()
 
 
-def _paint_order(dataset_json: dict) -> Sequence[tuple]:
+def paint_order(dataset_json: dict) -> Sequence[tuple]:
     """(channel, label value) in the order nnU-Net paints region channels into a label map."""
     names = [n for n in dataset_json["labels"] if n not in ("background", "ignore")]
     order = dataset_json.get("regions_class_order")
