@@ -89,9 +89,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
     ap.add_argument("--budget", default="b2000")
     ap.add_argument("--config", default="zept")
-    ap.add_argument("--out", default=None, help="Markdown table (default results/zero_shot/<budget>/seen_precedence_dev.md)")
+    ap.add_argument("--results", default=str(zero_shot.RESULTS),
+                    help="the benchmark's result folder, whose saved evaluation of the original predictions is reused")
+    ap.add_argument("--out", default=None, help="Markdown table (default <results>/<budget>/seen_precedence_dev.md)")
     args = ap.parse_args(argv)
-    bench = zero_shot.Bench(Path(args.work).resolve(), args.budget)
+    bench = zero_shot.Bench(Path(args.work).resolve(), args.budget, results=Path(args.results))
     folders = bench.split_folders("dev")
     per_seed: Dict[str, list] = {"off": [], "on": []}
     roles_of = None
@@ -102,10 +104,14 @@ def main(argv=None) -> int:
                              f"`python benchmarks/zero_shot.py dev --configs {args.config} --seeds {seed}` first")
         copy = pred.with_name(pred.name + "_seen_precedence")
         precedence_copy(pred, copy, bench.dataset_json)
-        for key, folder in (("off", pred), ("on", copy)):
-            summary, arrays = zero_shot.evaluate_run(folders, folder, bench.dataset_json)
-            per_seed[key].append(arrays)
-            roles_of = roles_of or {t: v["role"] for t, v in summary["per_class"].items() if "tumour" in v["role"]}
+        summary, arrays = zero_shot.evaluate_run(folders, copy, bench.dataset_json)
+        per_seed["on"].append(arrays)
+        roles_of = roles_of or {t: v["role"] for t, v in summary["per_class"].items() if "tumour" in v["role"]}
+        saved = bench.run_file("dev", args.config, seed).with_suffix(".npz")
+        if saved.is_file():      # the run's own evaluation of these predictions, as the benchmark stored it
+            per_seed["off"].append(dict(np.load(saved, allow_pickle=False)))
+        else:
+            per_seed["off"].append(zero_shot.evaluate_run(folders, pred, bench.dataset_json)[1])
     seen = [t for t, r in roles_of.items() if r == "seen_tumour"]
     unseen = [t for t, r in roles_of.items() if r == "zero_shot_tumour"]
     a = per_seed["off"][0]
@@ -128,7 +134,7 @@ def main(argv=None) -> int:
     rows += ["", f"Decision rule (fixed before scoring): seen DSC +0.01 or more, zero-shot case AUROC and voxel "
                  f"AUROC (host) each no more than 0.01 lower: **{'adopt' if adopt else 'do not adopt'}**."]
     text = "\n".join(rows) + "\n"
-    out = Path(args.out) if args.out else zero_shot.RESULTS / args.budget / "seen_precedence_dev.md"
+    out = Path(args.out) if args.out else bench.results / "seen_precedence_dev.md"
     out.write_text(text)
     print(text)
     return 0

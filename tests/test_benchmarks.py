@@ -126,7 +126,7 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
     assert all(row.split(" | ")[1] in ("seen_tumour", "zero_shot_tumour") for row in study.splitlines()[6:] if row)
     import seen_precedence
 
-    assert seen_precedence.main(["--work", str(work), "--seeds", "0", "--budget", "quick",
+    assert seen_precedence.main(["--work", str(work), "--seeds", "0", "--budget", "quick", "--results", str(results),
                                  "--out", str(tmp_path / "precedence.md")]) == 0
     assert "| seen DSC |" in (tmp_path / "precedence.md").read_text()
     assert (work / "predictions" / "quick" / "dev" / "zept" / "seed0_seen_precedence").is_dir()
