@@ -94,7 +94,7 @@ def test_every_ablation_configuration_names_existing_trainers():
         zero_shot.trainers_of("zepp")
 
 
-def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
+def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path, capsys):
     """Quick budget end to end: development runs, resumption, the test split refused for a configuration
     without development results, scored once, recorded, and refused a second time."""
     work, results = tmp_path / "work", tmp_path / "results"
@@ -130,6 +130,13 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path):
                                  "--out", str(tmp_path / "precedence.md")]) == 0
     assert "| seen DSC |" in (tmp_path / "precedence.md").read_text()
     assert (work / "predictions" / "quick" / "dev" / "zept" / "seed0_seen_precedence").is_dir()
+    import seen_false_positives
+
+    capsys.readouterr()
+    assert seen_false_positives.main(["--work", str(work), "--seed", "0", "--budget", "quick", "--hu"]) == 0
+    listing = capsys.readouterr().out
+    assert "| median HU |" in listing
+    assert "- kidney_tumour voxels of the training cases: " in listing and "liver-kidney_right boundary" in listing
     # resumed: nothing is trained or predicted again, also when the saved predictions are evaluated again
     logs = sorted((work / "logs").rglob("*.log"))
     mtimes = [p.stat().st_mtime for p in logs]
@@ -273,3 +280,19 @@ def test_seen_precedence_caps_only_zero_shot_types_that_share_a_host_and_repaint
     np.testing.assert_array_equal(seg[0, 0], [3, 5, 5, 3])
     assert (seg[1] == 4).all()
     assert (sitk.GetArrayFromImage(sitk.ReadImage(str(pred / "case_0.nii.gz"))) == 0).all()   # input untouched
+
+
+def test_organ_boundary_holds_the_touching_voxels_of_both_organs_only():
+    from seen_false_positives import boundary, hu_percentiles
+
+    label = np.zeros((1, 3, 6), dtype=np.uint8)
+    label[0, :, :3] = 1            # organ 1 touches organ 2 along one face
+    label[0, :, 3:5] = 2
+    label[0, 0, 4] = 3             # a third organ beside organ 2 is no part of the 1-2 boundary
+    got = boundary(label, 1, 2)
+    want = np.zeros_like(got)
+    want[0, :, 2:4] = True
+    assert np.array_equal(got, want)
+    assert not boundary(label, 1, 3).any()
+    assert hu_percentiles(np.zeros(0)) == "none"
+    assert hu_percentiles(np.arange(101.0)) == "101 voxels: 5 / 25 / 50 / 75 / 95"
