@@ -26,8 +26,10 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py report                                  # tables from the result files
   python benchmarks/zero_shot.py export-reference --seeds 0             # the demo's reference models (one seed)
   python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
+  python benchmarks/zero_shot.py compare --configs zept zept_hypodenseLesions --seeds 0   # a change's before/after (dev only)
 
-Development-only studies over the saved runs and predictions (no test data): `thresholds` above,
+Development-only studies over the saved runs and predictions (no test data): `thresholds` and
+`compare` above,
 benchmarks/score_rules.py (tumour-score grid rules), benchmarks/seen_precedence.py (a label-map rule,
 tested and not adopted) and benchmarks/seen_false_positives.py (where seen channels fire in
 tumour-free cases).
@@ -506,9 +508,11 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate", "thresholds"))
+    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate", "thresholds",
+                                        "compare"))
     ap.add_argument("--configs", nargs="+", default=list(MAIN_CONFIGS))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="training seeds (default 0 1 2; compare: every seed all its configurations have)")
     ap.add_argument("--budget", default="b2000", choices=sorted(BUDGETS))
     ap.add_argument("--tag", default="v1", help="name of the model version scored on the test split (test only)")
     ap.add_argument("--work", default=os.environ.get("ZEPT_BENCH_WORK", "/tmp/zept_zero_shot"),
@@ -535,6 +539,20 @@ def main(argv=None) -> int:
             print(write_threshold_study(budget_dir, c, load_runs(budget_dir, "dev", c),
                                         Path(args.out) if args.out else budget_dir / f"thresholds_dev_{c}.md"))
         return 0
+    if args.command == "compare":
+        from zero_shot_compare import write_comparison
+
+        if len(args.configs) < 2:
+            raise SystemExit("compare needs a reference configuration and at least one variant: --configs REF VARIANT ...")
+        budget_dir = results / args.budget
+        runs = {c: load_runs(budget_dir, "dev", c) for c in args.configs}
+        seeds = args.seeds or ()
+        out = Path(args.out) if args.out else budget_dir / f"compare_dev_{'_'.join(args.configs)}.md"
+        print(write_comparison(budget_dir, runs, seeds, out,
+                               "python benchmarks/zero_shot.py compare --configs " + " ".join(args.configs)
+                               + (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")))
+        return 0
+    args.seeds = args.seeds or [0, 1, 2]
     bench = Bench(Path(args.work).resolve(), args.budget, args.device, results)
     if args.command == "re-evaluate":
         for split in ("dev", "test"):

@@ -296,3 +296,39 @@ def test_organ_boundary_holds_the_touching_voxels_of_both_organs_only():
     assert not boundary(label, 1, 3).any()
     assert hu_percentiles(np.zeros(0)) == "none"
     assert hu_percentiles(np.arange(101.0)) == "101 voxels: 5 / 25 / 50 / 75 / 95"
+
+
+def _fake_run(seed, config, score_shift, commit="abc1234"):
+    """A development run of 6 cases (3 with tumour type t) in the stored-array layout."""
+    B = zstats.STORED_BINS
+    present = np.array([1, 1, 1, 0, 0, 0], bool)
+    hist = np.zeros((6, 2, B), np.int64)
+    hist[:, 0, 120] = 10
+    hist[:, 1, 100] = 1000
+    arrays = {"cases": np.array([f"c{i}" for i in range(6)]), "organ_dsc": np.full((6, 1), 0.9),
+              "t/present": present, "t/score": np.where(present, 0.5, 0.6) + score_shift * present,
+              "t/dsc": np.where(present, 0.3, np.nan), "t/nsd": np.where(present, 0.4, np.nan),
+              "t/voxels": np.where(present, 50, 0), "t/host": hist, "t/body": hist}
+    return {"seed": seed, "config": config, "commit": commit, "arrays": arrays,
+            "full_resolution": {"per_class": {"t": {"role": "zero_shot_tumour"}}}}
+
+
+def test_compare_pairs_variants_on_shared_seeds_and_refuses_mixed_scoring(tmp_path):
+    from zero_shot_compare import compare, shared_seeds, write_comparison
+
+    runs = {"ref": [_fake_run(s, "ref", 0.0) for s in (0, 1, 2)],
+            "var": [_fake_run(s, "var", 0.2) for s in (0, 1)]}
+    assert shared_seeds(runs) == [0, 1] and shared_seeds(runs, [1, 5]) == [1]
+    rows = compare(runs, "ref", [0, 1], resamples=200)["var"]
+    # the reference ranks every tumour case below every tumour-free one, the variant above
+    assert rows["zero-shot case AUROC"]["reference"] == 0.0 and rows["zero-shot case AUROC"]["variant"] == 1.0
+    d = rows["zero-shot case AUROC"]
+    assert d["difference"] == pytest.approx(1.0) and d["ci_low"] > 0.5
+    assert rows["organ DSC"]["difference"] == pytest.approx(0.0)
+    text = write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
+    assert "| zero-shot case AUROC | 0.000 | 1.000 | +1.000" in text and "seeds [0, 1]" in text
+    with pytest.raises(SystemExit, match="every configuration has run"):
+        write_comparison(tmp_path, runs, [2], tmp_path / "c.md", "cmd")
+    runs["var"][0]["commit"] = "0000000"          # not a commit: its scoring code cannot be checked
+    with pytest.raises(SystemExit, match="scored by commits"):
+        write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
