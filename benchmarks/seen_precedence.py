@@ -80,7 +80,7 @@ def precedence_copy(prediction: Path, output: Path, dataset_json: dict) -> int:
 
 
 def _group(metrics: Dict[str, np.ndarray], types: List[str], m: str) -> np.ndarray:
-    return np.nanmean(np.stack([metrics[f"{t}/{m}"] for t in types]), axis=0)
+    return stats.group_mean(metrics, types, m)
 
 
 def main(argv=None) -> int:

@@ -413,8 +413,7 @@ def summarise(results: Path, split: str, configs: Sequence[str], resamples: int 
         for t in tumours:
             entry[t] = {m: stats.seed_mean_with_ci([s[f"{t}/{m}"] for s in per_seed]) for m in METRICS}
         for group, members in _groups(any_run, tumours).items():
-            entry[group] = {m: stats.seed_mean_with_ci([np.nanmean(np.stack([s[f"{t}/{m}"] for t in members]), axis=0)
-                                                        for s in per_seed]) for m in METRICS}
+            entry[group] = {m: stats.seed_mean_with_ci([stats.group_mean(s, members, m) for s in per_seed]) for m in METRICS}
         entry["training"] = _training_totals(runs[c])
         # the code that scored a run decides its numbers (score rules change), so the report names it
         entry["scored_by"] = sorted({r.get("commit", "?") for r in runs[c]})
@@ -428,8 +427,8 @@ def summarise(results: Path, split: str, configs: Sequence[str], resamples: int 
                 members = _groups(any_run, tumours).get(t, [t])
                 diff[t] = {}
                 for m in ("case_AUROC", "voxel_AUROC_host", "voxel_AUROC_body", "DSC"):
-                    za = [np.nanmean(np.stack([s[f"{x}/{m}"] for x in members]), axis=0) for s in metrics["zept"]]
-                    ba = [np.nanmean(np.stack([s[f"{x}/{m}"] for x in members]), axis=0) for s in metrics[base]]
+                    za = [stats.group_mean(s, members, m) for s in metrics["zept"]]
+                    ba = [stats.group_mean(s, members, m) for s in metrics[base]]
                     diff[t][m] = stats.difference_with_ci(za, ba)
             out["differences"][base] = diff
     return out

@@ -77,7 +77,7 @@ def compare(runs: Dict[str, List[dict]], reference: str, seeds: Sequence[int],
     def values(c: str, members: Optional[Sequence[str]], m: str) -> List[np.ndarray]:
         if members is None:
             return [s[m] for s in metrics[c]]
-        return [np.nanmean(np.stack([s[f"{t}/{m}"] for t in members]), axis=0) for s in metrics[c]]
+        return [stats.group_mean(s, members, m) for s in metrics[c]]
 
     rows = [(label, [t for t in tumours if role[t] == r] if r else None, m) for label, r, m in ROWS]
     rows = [row for row in rows if row[1] is None or row[1]]

@@ -169,6 +169,11 @@ def run_metrics(data: Dict[str, np.ndarray], tumours: Sequence[str], weights: np
     return out
 
 
+def group_mean(metrics: Dict[str, np.ndarray], types: Sequence[str], metric: str) -> np.ndarray:
+    """[R] mean of one metric over several tumour types (NaN-aware) from run_metrics' output."""
+    return np.nanmean(np.stack([metrics[f"{t}/{metric}"] for t in types]), axis=0)
+
+
 def resample_weights(present: Dict[str, np.ndarray], n_cases: int, n: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     """[n + 1, C] case multiplicities: row 0 = every case once, then `n` stratified bootstrap
     resamples (cases of each tumour type and the tumour-free cases resampled within their stratum)."""
