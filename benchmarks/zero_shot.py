@@ -24,7 +24,7 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py dev  --configs zept_noSelfPrompt zept_noGrouping --seeds 0 1   # ablations
   python benchmarks/zero_shot.py test --configs zept nnunet nnunet_adamw --seeds 0 1 2 --tag v1
   python benchmarks/zero_shot.py report                                  # tables from the result files
-  python benchmarks/zero_shot.py export-reference --seeds 0             # the demo's reference models (one seed)
+  python benchmarks/zero_shot.py export-reference --seeds 2             # the demo's reference models (one seed)
   python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
   python benchmarks/zero_shot.py compare --configs zept zept_hypodenseLesions --seeds 0   # a change's before/after (dev only)
 
@@ -217,7 +217,9 @@ class Bench:
                                   seed=seed, save_every=max(1, epochs // 4),
                                   resume=(folder / "checkpoint_latest.pth").is_file(), show=False)
             log_ = self.runs.TrainingLog.parse(res.lines)
+            # a resumed training's clock covers only the epochs run after the checkpoint
             timings[trainer] = {"wall_s": res.seconds, "cpu_s": res.cpu_seconds, "epochs": epochs,
+                                "epochs_timed": len(log_.train_losses),
                                 "iterations": self.budget.iterations,
                                 "seconds_per_iteration": log_.seconds_per_iteration(self.budget.iterations,
                                                                                     self.budget.val_iterations),
@@ -357,7 +359,7 @@ REFERENCE_CONFIGS = {"zept": "zept", "nnunet_adamw": "nnunet_adamw"}      # zip 
 
 
 def export_references(bench: "Bench", folder: Path, seed: int = 0) -> List[Path]:
-    """The seed-0 models of ZePT and of the like-for-like baseline as nnU-Net zips for the demo
+    """One training seed's models of ZePT and of the like-for-like baseline as nnU-Net zips for the demo
     (nnunetv2_zept.experiments.reference_models), each with its development-split results."""
     from nnunetv2_zept.experiments.reference_models import export_reference_zip
 
@@ -440,10 +442,18 @@ def _groups(run: dict, tumours: Sequence[str]) -> Dict[str, List[str]]:
             "seen mean": [t for t in tumours if pc.get(t, {}).get("role") == "seen_tumour"]}
 
 
+def _fully_timed(run: dict) -> bool:
+    """False when a training of the run resumed from a checkpoint: its clock missed the earlier epochs."""
+    return all(t.get("epochs_timed", t["epochs"]) == t["epochs"] for t in run["training"].values())
+
+
 def _training_totals(runs: List[dict]) -> dict:
-    wall = [sum(t["wall_s"] for t in r["training"].values()) for r in runs]
-    cpu = [sum(t["cpu_s"] for t in r["training"].values()) for r in runs]
-    return {"wall_min_mean": float(np.mean(wall)) / 60, "cpu_min_mean": float(np.mean(cpu)) / 60,
+    """Mean wall and CPU minutes over the seeds whose trainings ran without interruption (NaN if none)."""
+    timed = [r for r in runs if _fully_timed(r)]
+    wall = [sum(t["wall_s"] for t in r["training"].values()) for r in timed]
+    cpu = [sum(t["cpu_s"] for t in r["training"].values()) for r in timed]
+    return {"wall_min_mean": float(np.mean(wall)) / 60 if timed else float("nan"),
+            "cpu_min_mean": float(np.mean(cpu)) / 60 if timed else float("nan"), "timed_seeds": len(timed),
             "steps": int(sum(t["epochs"] * t["iterations"] for t in runs[0]["training"].values()))}
 
 
@@ -471,6 +481,13 @@ def write_report(results: Path, out_md: Path) -> str:
     return text
 
 
+def _training_cell(t: dict, n_seeds: int) -> str:
+    if not t["timed_seeds"]:
+        return "– (resumed)"
+    cell = f"{t['wall_min_mean']:.0f} / {t['cpu_min_mean']:.0f}"
+    return cell if t["timed_seeds"] == n_seeds else cell + f" ({t['timed_seeds']} seeds; others resumed)"
+
+
 def report_tables(s: dict, budget: str, split: str) -> List[str]:
     f = stats.fmt_ci
     name = {"dev": "development split", "test": "TEST split"}[split]
@@ -483,8 +500,8 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
         e = s["configs"][c]
         z, seen = e["zero-shot mean"], e["seen mean"]
         L.append(f"| {c} | {len(e['seeds'])} | {f(e['organ_DSC'])} | {f(z['case_AUROC'])} | {f(z['voxel_AUROC_host'])} | "
-                 f"{f(z['FPR95_body'])} | {f(seen['DSC'])} | {e['training']['wall_min_mean']:.0f} / "
-                 f"{e['training']['cpu_min_mean']:.0f} | {', '.join(e['scored_by'])} |")
+                 f"{f(z['FPR95_body'])} | {f(seen['DSC'])} | {_training_cell(e['training'], len(e['seeds']))} | "
+                 f"{', '.join(e['scored_by'])} |")
     for metric, title in (("case_AUROC", "case AUROC"), ("voxel_AUROC_host", "voxel AUROC in the host region"),
                           ("voxel_AUROC_body", "voxel AUROC in the CT body mask"), ("FPR95_body", "FPR95 in the CT body mask"),
                           ("DSC", "DSC on cases with the tumour"), ("NSD", "NSD on cases with the tumour"),
