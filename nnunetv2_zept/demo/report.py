@@ -111,6 +111,7 @@ def write_report(report_dir: Path, settings: DemoSettings, held_out: Path, meta:
     phase_seconds = dict(phase_seconds)
     phase_seconds["writing the report"] = time.time() - phase_started
     total = time.time() - t_start
+    ref_seeds = ", ".join(sorted({str(models[k].reference.get("seed")) for k in references}))
     L: List[str] = ["# ZePT demo report", "",
                     f"{run_info['date']} · `{run_info['command']}` · {run_info['cpu_count']} CPU cores"
                     + (f" · GPU {run_info['cuda']}" if run_info.get("cuda") else "") + f" · device `{settings.device}` · "
@@ -122,7 +123,8 @@ def write_report(report_dir: Path, settings: DemoSettings, held_out: Path, meta:
           "minutes of CPU are too short for a model that shows what the method can do.",
           "2. **Reference models**: ZePT and the like-for-like nnU-Net (same network, loss and augmentation as plain "
           "nnU-Net, ZePT's optimiser and schedule, as many steps as ZePT's two stages) trained by the sealed benchmark "
-          "(`benchmarks/zero_shot.py`, seed 0) and installed with `nnUNetv2_install_pretrained_model_from_zip`. "
+          f"(`benchmarks/zero_shot.py`, training seed {ref_seeds}) and installed with "
+          "`nnUNetv2_install_pretrained_model_from_zip`. "
           "They show what the method does." if references else
           "2. **Reference models**: not shown in this run (" + ("switched off" if not settings.use_reference else
           f"no reference model zips in {reference_folder or 'benchmarks/reference_models'}; they ship with the "

@@ -1,7 +1,7 @@
 """Reference models: trained nnU-Net model folders shipped as nnU-Net zips, for the demo.
 
 Minutes of CPU cannot train a model that shows what ZePT does, so the sealed benchmark exports
-its seed-0 models (benchmarks/zero_shot.py export-reference) and the demo installs them with
+the models of one training seed (benchmarks/zero_shot.py export-reference) and the demo installs them with
 nnU-Net's own `nnUNetv2_install_pretrained_model_from_zip`.  A zip is what
 `nnUNetv2_export_model_to_zip` writes, made small: the checkpoint keeps no optimiser state and
 stores its floating-point weights in half precision (nnU-Net's predictor loads them into its
