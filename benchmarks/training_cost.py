@@ -199,24 +199,28 @@ def child_predict(argv: List[str], device: str, threads: int = 0, command: str =
         torch.set_num_threads(threads)
     timers = {"startup_s": 0.0, "window_s": 0.0, "windows": 0}
 
-    def timed(name, counter=None):
-        original = getattr(nnUNetPredictor, name)
+    def timed(owner, name, counter=None):
+        original = getattr(owner, name)
 
-        def wrapper(self, *a, **k):
+        def wrapper(*a, **k):
             t = time.perf_counter()
             try:
-                return original(self, *a, **k)
+                return original(*a, **k)
             finally:
                 if device == "cuda":
                     torch.cuda.synchronize()
                 timers[counter or "startup_s"] += time.perf_counter() - t
                 if counter:
                     timers["windows"] += 1
-        setattr(nnUNetPredictor, name, wrapper)
+        setattr(owner, name, wrapper)
 
-    timed("initialize_from_trained_model_folder")
-    timed("manual_initialization")                 # the plugin's predict loads checkpoints itself
-    timed("_internal_maybe_mirror_and_predict", "window_s")
+    timed(nnUNetPredictor, "initialize_from_trained_model_folder")
+    if command != "nnUNetv2_predict":
+        # the plugin's predict reads the checkpoints with its safe loader and builds the network itself
+        from nnunetv2_zept.prediction import predictor as zept_predictor
+
+        timed(zept_predictor, "_initialize_safely")
+    timed(nnUNetPredictor, "_internal_maybe_mirror_and_predict", "window_s")
     t0 = time.perf_counter()
     if command == "nnUNetv2_predict":
         from nnunetv2.inference.predict_from_raw_data import predict_entry_point
