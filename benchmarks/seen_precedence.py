@@ -79,10 +79,6 @@ def precedence_copy(prediction: Path, output: Path, dataset_json: dict) -> int:
     return n
 
 
-def _group(metrics: Dict[str, np.ndarray], types: List[str], m: str) -> np.ndarray:
-    return stats.group_mean(metrics, types, m)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True, help="the benchmark's work folder (holds the saved predictions)")
@@ -123,8 +119,8 @@ def main(argv=None) -> int:
     checks = {}
     for label, types, m in [("seen DSC", seen, "DSC")] + [(f"zero-shot {m}", unseen, m) for m in METRICS] + \
             [(f"{t} {m}", [t], m) for t in seen + unseen for m in ("DSC", "case_AUROC")]:
-        off = [_group(x, types, m) for x in run["off"]]
-        on = [_group(x, types, m) for x in run["on"]]
+        off = [stats.group_mean(x, types, m) for x in run["off"]]
+        on = [stats.group_mean(x, types, m) for x in run["on"]]
         d = stats.difference_with_ci(on, off)
         checks[label] = d["difference"]
         rows.append(f"| {label} | {np.mean([x[0] for x in off]):.3f} | {np.mean([x[0] for x in on]):.3f} | "
