@@ -9,7 +9,7 @@ and no extra full-resolution feature map is stored.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,16 +27,26 @@ class QueryLevelHead(nn.Module):
         self.bias = nn.Linear(dim, 1)
         self.scale = 1.0 / math.sqrt(channels)
 
-    def forward(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        b, c = features.shape[:2]
+    def forward(self, queries: torch.Tensor, features: torch.Tensor,
+                channel_map: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """channel_map: optional (M [C, C_f], m [C]): the head reads the features M f + m (a 1x1
+        convolution of features [B, C_f, *s]) without forming them: the map is folded into the
+        projected queries, <w, M f + m> = <M^T w, f> + <w, m>, which saves a full-resolution pass."""
+        b = features.shape[0]
         qn = self.norm(queries)
         w = self.weight(qn) * self.scale                                   # [B, Q, C]
+        bias = self.bias(qn)                                               # [B, Q, 1]
+        if channel_map is not None:
+            m_weight, m_bias = channel_map
+            bias = bias + torch.matmul(w, m_bias.to(w.dtype)).unsqueeze(-1)
+            w = torch.matmul(w, m_weight.to(w.dtype))                      # [B, Q, C_f]
+        c = features.shape[1]
         if features.dtype == torch.float32:
             # the bias rides along in the matrix product (one pass over the full-resolution logits)
-            logits = torch.baddbmm(self.bias(qn).float(), w.float(), features.reshape(b, c, -1))
+            logits = torch.baddbmm(bias.float(), w.float(), features.reshape(b, c, -1))
         else:
             logits = torch.bmm(w.to(features.dtype), features.reshape(b, c, -1))  # fp32 accumulate in bmm
-            logits = logits.float() + self.bias(qn).float()
+            logits = logits.float() + bias.float()
         return logits.view(b, -1, *features.shape[2:])
 
 
@@ -66,6 +76,16 @@ class MaskFeatureAdapter(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
+
+    def hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """[B, C, *s] -> the features before the closing 1x1 conv [B, H, *s]."""
+        return self.net[1](self.net[0](features))
+
+    def output_map(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The closing 1x1 conv as (weight [H, H], bias [H]), for QueryLevelHead's channel_map:
+        forward(f) == that map applied to hidden(f)."""
+        conv = self.net[2]
+        return conv.weight.flatten(1), conv.bias
 
 
 def inject_anomaly(tumour_logits: torch.Tensor, anomaly_logit: torch.Tensor) -> torch.Tensor:

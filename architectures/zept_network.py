@@ -260,7 +260,8 @@ class ZePTNetwork(nn.Module):
             for k in out_levels:
                 t = self.tumour_head(k, adv, dec[k])
                 if k == self.full:
-                    a = self.adapter_head(adv, self.adapter(dec[k]))
+                    # the adapter's closing 1x1 conv folded into the head (one full-resolution pass less)
+                    a = self.adapter_head(adv, self.adapter.hidden(dec[k]), self.adapter.output_map())
                     t = torch.addcmul(t, a, self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2)))
                 if sw["anomaly_injection"]:
                     t = inject_anomaly(t, anomaly[k])

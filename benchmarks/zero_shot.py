@@ -49,7 +49,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -274,16 +274,52 @@ class Bench:
             # baseline's own label maps, in which no zero-shot label has painted over its seen tumours
             summary, arrays = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
                                                   self.zero_shot_names())
+        reproduction = self.reproduction(config, seed, timings, env) if split == "test" and not again else None
+        if again and split == "test":
+            reproduction = old.get("reproduction")
         result = {"split": split, "config": config, "seed": seed, "budget": self.budget_name,
                   "budget_settings": self.budget.__dict__, "data": self.data.__dict__, "grid": self.grid.to_dict(),
                   "trainers": trainers_of(config), "training": timings, "predict_s": predict_s,
                   "full_resolution": {"groups": summary["groups"],
                                       "per_class": {k: _slim(v) for k, v in summary["per_class"].items()}},
                   "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": _commit()}
+        if reproduction is not None:
+            result["reproduction"] = reproduction
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out.with_suffix(".npz"), **arrays)
         out.write_text(json.dumps(result, indent=1))
         return result
+
+    def reproduction(self, config: str, seed: int, timings: Dict[str, dict], env: Dict[str, str]) -> Optional[dict]:
+        """When the model scored on the test split is not the training whose development results are
+        on record (model folders do not outlive a machine, so a later session retrains the seed), its
+        development split is predicted again: the record then shows how closely a seed reproduces
+        its run, next to the test numbers.  None when the model is the recorded training itself."""
+        dev = json.loads(self.run_file("dev", config, seed).read_text())
+        same = all(abs(dev["training"].get(t, {}).get("wall_s", -1.0) - r["wall_s"]) < 1e-6 for t, r in timings.items())
+        if same:
+            return None
+        folders = self.split_folders("dev")
+        pred = self.work / "predictions" / self.budget_name / "dev_retrained" / config / f"seed{seed}"
+        if not (pred / "done").is_file():
+            if pred.exists():
+                shutil.rmtree(pred)
+            log(f"[{config} seed {seed}] retrained model: predicting the development split again")
+            self.runs.predict(DATASET_ID, trainers_of(config)[-1], FOLD, folders["images"], pred, self.device, env,
+                              self.work / "logs" / self.budget_name / f"seed{seed}" / f"predict_dev_retrained_{config}.log",
+                              show=False)
+            (pred / "done").write_text("ok\n")
+        summary, arrays = evaluate_run(folders, pred, self.dataset_json)
+        if config in BASELINES:
+            from nnunetv2_zept.experiments.baseline_scores import tumour_agnostic_copy
+
+            agnostic = pred.with_name(pred.name + "_tumour_agnostic")
+            if not agnostic.is_dir():
+                tumour_agnostic_copy(pred, agnostic, self.dataset_json)
+            summary, _ = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
+                                             self.zero_shot_names())
+        return {"dev_recorded": _headline(dev["full_resolution"]["groups"]), "dev_retrained": _headline(summary["groups"]),
+                "dev_recorded_commit": dev.get("commit"), "retrained_commit": _commit()}
 
     # ---------------------------------------------------------------- test split
     def record_file(self) -> Path:
@@ -313,6 +349,13 @@ class Bench:
                        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": _commit()})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
+
+
+def _headline(groups: dict) -> dict:
+    """The numbers a reproduction check compares: organ DSC and the zero-shot and seen headlines."""
+    return {"organ_DSC": groups["organs"]["DSC"], "zero_shot_case_AUROC": groups["zero_shot_tumours"]["detection.AUROC"],
+            "zero_shot_voxel_AUROC_host": groups["zero_shot_tumours"]["voxel_host.AUROC"],
+            "seen_DSC": groups["seen_tumours"]["DSC"]}
 
 
 def _slim(entry: dict) -> dict:
@@ -471,6 +514,7 @@ def write_report(results: Path, out_md: Path) -> str:
             s = summarise(budget_dir, split, order)
             if s:
                 lines += report_tables(s, budget_dir.name, split)
+    lines += reproduction_table(results)
     lines += ["## Test-split record", "",
               f"The test split has been scored {len(record)} time(s) (one per configuration and tag):", ""]
     lines += [f"* {r['date']}: `{r['config']}`, budget {r['budget']}, tag {r['tag']}, seeds {r['seeds']}, commit "
@@ -479,6 +523,28 @@ def write_report(results: Path, out_md: Path) -> str:
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text)
     return text
+
+
+def reproduction_table(results: Path) -> List[str]:
+    """Test-split models retrained from their seed (a later session, another machine): their development
+    numbers on record next to the retrained model's, i.e. how closely a training seed reproduces its run."""
+    rows = []
+    for f in sorted(results.glob("*/test/*/seed*.json")):
+        r = json.loads(f.read_text())
+        rep = r.get("reproduction")
+        if not rep:
+            continue
+        a, b = rep["dev_recorded"], rep["dev_retrained"]
+        rows.append(f"| {r['budget']} | {r['config']} | {r['seed']} | " + " | ".join(
+            f"{a[k]:.3f} / {b[k]:.3f}" for k in ("organ_DSC", "zero_shot_case_AUROC", "zero_shot_voxel_AUROC_host",
+                                                  "seen_DSC")) + f" | {rep['dev_recorded_commit']} / {rep['retrained_commit']} |")
+    if not rows:
+        return []
+    return ["## Retrained seeds: development split, recorded run / retrained model", "",
+            "Model folders do not outlive a machine; a seed scored on the test split in a later session is trained "
+            "again from the same seed and predicts the development split once more.", "",
+            "| budget | configuration | seed | organ DSC | zero-shot case AUROC | zero-shot voxel AUROC (host) | seen DSC "
+            "| commits |", "|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def _training_cell(t: dict, n_seeds: int) -> str:

@@ -2,6 +2,7 @@
 sealed zero-shot benchmark's statistics, configurations and pipeline."""
 import json
 import os
+import shutil
 import sys
 import zipfile
 
@@ -150,11 +151,12 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path, capsys):
     assert zero_shot.main(["test", "--configs", "zept", "--tag", "t1"] + common) == 0
     record = json.loads((results / "test_record.json").read_text())
     assert [(x["config"], x["tag"]) for x in record] == [("zept", "t1")]
+    assert "reproduction" not in json.loads((results / "quick" / "test" / "zept" / "seed0.json").read_text())
     (results / "quick" / "test" / "zept" / "seed0.json").unlink()
     with pytest.raises(SystemExit, match="already scored"):
         zero_shot.main(["test", "--configs", "zept", "--tag", "t1"] + common)
     report = (results / "report.md").read_text()
-    assert "TEST split" in report and "scored 1 time" in report
+    assert "TEST split" in report and "scored 1 time" in report and "Retrained seeds" not in report
 
     # reference models: small nnU-Net zips that nnU-Net's own predictor loads after installation
     from nnunetv2_zept.experiments.reference_models import (ReferenceModelError, install_reference,
@@ -187,6 +189,15 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path, capsys):
     with pytest.raises(ReferenceModelError, match=r"nnunetv2_zept 0\.0\.1 but this is nnunetv2_zept"):
         install_reference(other, tmp_path / "never")
     assert not (tmp_path / "never").exists()
+    # a later session on another machine: no model folders; the seed is trained again, and its
+    # development split predicted again next to the recorded numbers
+    for gone in (work / "nnunet_results" / "quick", work / "predictions" / "quick" / "test"):
+        shutil.rmtree(gone)
+    assert zero_shot.main(["test", "--configs", "nnunet_adamw", "--tag", "t1"] + common) == 0
+    rep = json.loads((results / "quick" / "test" / "nnunet_adamw" / "seed0.json").read_text())["reproduction"]
+    assert set(rep["dev_recorded"]) == set(rep["dev_retrained"]) >= {"organ_DSC", "zero_shot_case_AUROC"}
+    assert rep["dev_recorded"] == zero_shot._headline(stored["full_resolution"]["groups"])
+    assert "| quick | nnunet_adamw | 0 |" in (results / "report.md").read_text()
 
 
 def test_gpu_cost_script_runs_shrunk_on_cpu(tmp_path):

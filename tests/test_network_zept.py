@@ -296,3 +296,24 @@ def test_adapter_term_reaches_zero_shot_channels_only_when_switched_on(zero_shot
     assert any(g is not None and g.abs().sum() > 0 for g in g_seen)
     reaches = any(g is not None and g.abs().sum() > 0 for g in g_zs)
     assert reaches == zero_shot_adapter
+
+
+def test_adapter_map_folded_into_the_head_gives_the_head_of_the_adapter_output():
+    """The adapter's closing 1x1 conv is folded into the head's query projection (one full-resolution
+    pass less in prediction): same logits and the same gradients as heading the adapter's output."""
+    from nnunetv2_zept.architectures.heads import MaskFeatureAdapter, QueryLevelHead
+
+    torch.manual_seed(0)
+    adapter, head = MaskFeatureAdapter(torch.nn.Conv3d, 8, 6), QueryLevelHead(32, 6)
+    with torch.no_grad():
+        adapter.net[2].bias.normal_()           # a non-zero bias, so that the folded bias term is checked
+    q, f = torch.randn(2, 4, 32), torch.randn(2, 8, 5, 6, 7)
+    params = list(adapter.parameters()) + list(head.parameters())
+    direct = head(q, adapter(f))
+    folded = head(q, adapter.hidden(f), adapter.output_map())
+    assert folded.shape == direct.shape == (2, 4, 5, 6, 7)
+    torch.testing.assert_close(folded, direct, rtol=1e-4, atol=1e-4)
+    g_direct = torch.autograd.grad(direct.square().sum(), params)
+    g_folded = torch.autograd.grad(folded.square().sum(), params)
+    for a, b in zip(g_direct, g_folded):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
