@@ -91,8 +91,27 @@ def _segment_steps(r: int) -> List[int]:
 
 def dilate(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
     """Binary dilation of a bool mask [B, C, *s] by a box of half-width radius[axis]: separable, per
-    axis a few 3-point ORs of shifted copies (see _segment_steps)."""
-    x = mask.bool()
+    axis a few 3-point ORs of shifted copies (see _segment_steps), only inside the box that holds
+    every True voxel grown by the radius (nothing outside it can become True; organs fill a small
+    part of a prediction tile)."""
+    mask = mask.bool()
+    box = []
+    for axis, r in enumerate(radius):
+        dim = axis + 2
+        hits = torch.nonzero(mask.any(dim=[d for d in range(mask.dim()) if d != dim]))
+        if hits.numel() == 0:
+            return mask.clone()
+        box.append(slice(max(int(hits[0]) - int(r), 0), min(int(hits[-1]) + 1 + int(r), mask.shape[dim])))
+    if all(b.stop - b.start == n for b, n in zip(box, mask.shape[2:])):
+        return _dilate_in_box(mask, radius)
+    out = torch.zeros_like(mask)
+    inner = (slice(None), slice(None)) + tuple(box)
+    out[inner] = _dilate_in_box(mask[inner], radius)
+    return out
+
+
+def _dilate_in_box(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
+    x = mask
     for axis, r in enumerate(radius):
         dim = axis + 2
         for d in _segment_steps(int(r)):

@@ -83,6 +83,22 @@ def test_nsd_is_exact_when_masks_are_far_apart_in_a_big_volume():
     assert nsd(r, p, (1.0, 1.0, 1.0), 5.0) == 0.0
 
 
+def test_fill_holes_in_the_bounding_box_equals_scipys_fill_of_the_whole_array():
+    """fill_holes labels only inside the mask's bounding box; random blobs with cavities, away from the
+    border and touching it, give exactly what scipy's binary_fill_holes gives on the whole array."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for offset in ((5, 7, 3), (0, 4, 0), (9, 0, 11)):
+        m = np.zeros((24, 20, 26), dtype=bool)
+        blob = ndimage.binary_dilation(rng.random((12, 11, 13)) > 0.8, iterations=1)
+        z, y, x = offset
+        m[z:z + 12, y:y + 11, x:x + 13] = blob
+        filled = fill_holes(m)
+        assert filled.sum() > m.sum() and np.array_equal(filled, ndimage.binary_fill_holes(m)), offset
+    assert not fill_holes(np.zeros((4, 4, 4), dtype=bool)).any()
+
+
 def test_dilate_mm_uses_physical_distances():
     m = box((9, 9, 9), (4, 5), (4, 5), (4, 5))
     d = dilate_mm(m, (3.0, 1.0, 1.0), 2.0)

@@ -104,6 +104,24 @@ def test_dilation_equals_a_box_max_filter_of_any_radius():
         assert torch.equal(dilate(m, radius), box > 0.5), radius
 
 
+def test_dilation_of_local_masks_works_in_their_box_and_equals_the_max_filter():
+    """dilate() works only inside the box of the True voxels grown by the radius: masks in a corner,
+    at a border, an empty channel and one voxel give what the full-size max filter gives."""
+    m = torch.zeros(2, 3, 30, 26, 22, dtype=torch.bool)
+    m[0, 0, 2:5, 3:6, 4:8] = True                  # near a corner
+    m[0, 1, 20:29, 0:3, 10:12] = True              # at a border
+    m[1, 0, 15, 13, 11] = True                     # one voxel, other sample
+    for radius in [(1, 1, 1), (4, 2, 0), (9, 3, 5), (0, 0, 0), (40, 1, 2)]:
+        box = m.float()
+        for axis, r in enumerate(radius):
+            if r:
+                k, p = [1, 1, 1], [0, 0, 0]
+                k[axis], p[axis] = 2 * r + 1, r
+                box = torch.nn.functional.max_pool3d(box, kernel_size=k, stride=1, padding=p)
+        assert torch.equal(dilate(m, radius), box > 0.5), radius
+    assert not dilate(torch.zeros(1, 2, 5, 5, 5, dtype=torch.bool), (2, 2, 2)).any()
+
+
 def test_dilation_and_host_regions():
     m = torch.zeros(1, 1, 9, 9, 9, dtype=torch.bool)
     m[0, 0, 4, 4, 4] = True

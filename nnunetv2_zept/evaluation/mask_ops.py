@@ -7,34 +7,17 @@ several GB for one unrestricted SciPy distance transform.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-from nnunetv2_zept.binary_masks import fill_holes  # noqa: F401  (part of this module's interface)
-
-Box = Tuple[slice, ...]
+from nnunetv2_zept.binary_masks import Box, bounding_box, fill_holes  # noqa: F401  (part of this module's interface)
 
 # 26-connectivity, as in ZePT's component post-processing
 STRUCTURE_26 = ndimage.generate_binary_structure(3, 3)
 STRUCTURE_6 = ndimage.generate_binary_structure(3, 1)
 _SLAB_VOXELS = 1 << 22     # voxels per distance-transform slab (plus halo): ~0.35 GB of SciPy temporaries
-
-
-def bounding_box(mask: np.ndarray, pad: Sequence[int] = (0, 0, 0)) -> Optional[Box]:
-    """Slices of the smallest box holding all True voxels, grown by `pad` voxels per axis and
-    clipped to the array; None for an empty mask."""
-    if not mask.any():
-        return None
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        lo = max(int(hits[0]) - int(pad[axis]), 0)
-        hi = min(int(hits[-1]) + 1 + int(pad[axis]), mask.shape[axis])
-        box.append(slice(lo, hi))
-    return tuple(box)
 
 
 def margin_in_voxels(margin_mm: float, spacing: Sequence[float]) -> Tuple[int, ...]:
