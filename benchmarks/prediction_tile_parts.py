@@ -1,18 +1,25 @@
 """Where a Stage 2 prediction tile spends its time, next to a plain nnU-Net tile of the same plan.
 
-One sliding-window tile as nnU-Net's predictor runs it (eval mode, no deep supervision, no
-gradient, batch 1), on the synthetic benchmark's classes (8 organs, 2 seen and 4 zero-shot tumour
-types) and a plan made by nnU-Net's topology code for `--patch` at `--spacing` with U-Net width
-`--features`.  The ZePT tile is split into its parts by timing wrappers around the network's
-blocks (backbone, grouping, fundamental heads, host-organ regions, tumour decoder, tumour heads,
-mask-feature adapter, ...); "rest" is the tile minus the named parts.  The plain tile and the ZePT
-tile alternate repeat by repeat in one process, so that drift of the machine hits both alike.
+Sliding-window tiles as nnU-Net's predictor runs them (eval mode, no deep supervision, no
+gradient, batch 1) over one synthetic case of `--shape` voxels at `--spacing` mm (the generator's
+demo anatomy, the benchmark's classes: 8 organs, 2 seen and 4 zero-shot tumour types), with a plan
+made by nnU-Net's topology code for `--patch` and U-Net width `--features`.  `--tiles` tiles are
+taken evenly from nnU-Net's sliding-window grid (step 0.5); the plain and the ZePT network run
+each tile in turn, so that drift of the machine hits both alike.
 
-The adapter row also times the adapter's former evaluation (its closing 1x1 conv run over the full
-resolution features, then the head), which the network replaced by folding that conv into the head.
+The networks have random weights; the ZePT network's organ logits are replaced by the case's
+ground-truth organ masks (+8 inside, -8 outside, at each decoder level), so that the host-organ
+regions and the prompts have the extent they have with a trained model (the replaced head still
+runs, and is timed).  The ZePT tile is split into its parts by timing wrappers around the
+network's blocks (backbone, grouping, fundamental heads, host-organ regions, tumour decoder, tumour
+heads, mask-feature adapter, ...); "rest" is the tile minus the named parts.
 
-    python benchmarks/prediction_tile_parts.py                                 # realistic: 96 x 160 x 128 at 1 mm, width 16
-    python benchmarks/prediction_tile_parts.py --patch 40 48 56 --spacing 6 6 6 --repeats 5   # the demo's tile
+Two rows time a part's former evaluation on the same tiles: the adapter with its closing 1x1 conv
+run over the full-resolution features (now folded into the head), and the host-organ regions with
+cavity filling and dilation over the whole tile (now inside the organs' bounding box).
+
+    python benchmarks/prediction_tile_parts.py        # the realistic case: 300 x 300 x 200 at 1 mm, patch 96 x 160 x 128, width 16
+    python benchmarks/prediction_tile_parts.py --shape 72 56 48 --spacing 6 6 6 --patch 40 48 56 --tiles 4   # a quick look
 """
 from __future__ import annotations
 
@@ -93,90 +100,173 @@ def instrument(net, timer: PartTimer):
     net._assemble = timer.wrap("assemble", net._assemble)
 
 
-def unfolded_adapter_seconds(net, x: torch.Tensor, timer: PartTimer, repeats: int) -> float:
-    """The adapter as evaluated before the fold: its whole conv stack over the full-resolution features,
-    then the head on the result (the decoder features and advanced queries are stand-ins of the right shape)."""
+ORGAN_LOGIT = 8.0
+
+
+def case_tiles(shape_xyz, spacing_xyz, patch, count: int):
+    """(CT tiles [1, 1, *patch] scaled to about unit variance, organ id tiles [*patch]) of one synthetic
+    case with every tumour type, `count` tiles evenly from nnU-Net's sliding-window grid."""
+    import numpy as np
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+    from nnunetv2_zept.synthetic.case import default_label_ids, make_case
+    from nnunetv2_zept.synthetic.tumours import DEFAULT_SEEN, DEFAULT_ZERO_SHOT
+
+    types = list(DEFAULT_SEEN) + list(DEFAULT_ZERO_SHOT)
+    case = make_case(7, tuple(shape_xyz), tuple(spacing_xyz), tumours=types, label_ids=default_label_ids(types))
+    image, organs = case.image.astype(np.float32), case.organ_before_tumours
+    if any(i < p_ for i, p_ in zip(image.shape, patch)):
+        raise SystemExit(f"the case ({image.shape}, z y x) is smaller than the patch {tuple(patch)}: give a larger --shape")
+    steps = compute_steps_for_sliding_window(image.shape, tuple(patch), 0.5)
+    grid = [(z, y, x) for z in steps[0] for y in steps[1] for x in steps[2]]
+    picked = [grid[int(i)] for i in np.linspace(0, len(grid) - 1, min(count, len(grid))).round()]
+    tiles = []
+    for corner in picked:
+        sl = tuple(slice(c, c + p_) for c, p_ in zip(corner, patch))
+        ct = torch.from_numpy((np.clip(image[sl], -1000, 1000) - 40.0) / 200.0)[None, None]
+        tiles.append((ct, torch.from_numpy(organs[sl].astype(np.int64))))
+    return tiles, len(grid)
+
+
+def organ_logits_per_level(net, organ_ids: torch.Tensor, organ_label_ids) -> dict:
+    """{decoder level: [1, N_org, *s_level]} +-ORGAN_LOGIT from the ground-truth organ masks."""
+    masks = torch.stack([organ_ids == i for i in organ_label_ids]).float()[None]        # [1, N_org, *patch]
+    out = {}
+    for k, stride in enumerate(net.dec_strides):
+        m = torch.nn.functional.avg_pool3d(masks, kernel_size=stride, stride=stride) if any(s > 1 for s in stride) else masks
+        out[k] = torch.where(m > 0.5, ORGAN_LOGIT, -ORGAN_LOGIT)
+    return out
+
+
+def use_ground_truth_organs(net, state: dict) -> None:
+    """The fundamental head's organ rows come from state["organs"][level] (the head still runs)."""
+    head = net.fundamental_head
+    forward = head.forward
+
+    def patched(level, queries, features):
+        out = forward(level, queries, features)
+        out[:, :net.n_org] = state["organs"][level].to(out.dtype)
+        return out
+    head.forward = patched
+
+
+def former_parts_seconds(net, x: torch.Tensor, organs: dict, timer: PartTimer) -> dict:
+    """The adapter and the host-organ regions as evaluated before this version, on this tile."""
+    from nnunetv2_zept.architectures import self_prompt
+    from nnunetv2_zept.binary_masks import _fill_holes_in_box
+
+    out = {}
     feats = torch.randn(1, net.dec_channels[-1], *x.shape[2:], device=x.device)
     adv = torch.randn(1, net.n_tum, net.switches["hidden_dim"], device=x.device)
-    times = []
-    with torch.no_grad():
-        for _ in range(repeats + 1):
-            timer.sync()
-            t0 = time.perf_counter()
-            net.adapter_head(adv, net.adapter(feats))
-            timer.sync()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    timer.sync()
+    t0 = time.perf_counter()
+    net.adapter_head(adv, net.adapter(feats))
+    timer.sync()
+    out["adapter_unfolded"] = time.perf_counter() - t0
+    # the regions the eval forward asks for at full resolution: each zero-shot type's host set (+ all hosts
+    # for the prompts at the tapped levels, cheap there); whole-tile cavity filling and dilation
+    sets = sorted({tuple(net._region_sets[z]) for z in net.zero_shot_pos})
+    organs_needed = sorted({o for hs in sets for o in hs})
+    radius = self_prompt.level_radius(float(net.switches["organ_growth_mm"]), net.spacing, net.dec_strides[net.full])
+    t0 = time.perf_counter()
+    m = (organs[net.full][:, organs_needed] > 0).numpy()
+    filled = m.copy()
+    for c in range(m.shape[1]):
+        if m[0, c].any():
+            filled[0, c] = _fill_holes_in_box(m[0, c])
+    self_prompt._dilate_in_box(torch.from_numpy(filled), radius)
+    out["host_regions_whole_tile"] = time.perf_counter() - t0
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--patch", type=int, nargs=3, default=[96, 160, 128])
-    ap.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0])
+    ap.add_argument("--shape", type=int, nargs=3, default=[300, 300, 200], help="case size x y z in voxels")
+    ap.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="voxel spacing x y z in mm")
+    ap.add_argument("--patch", type=int, nargs=3, default=[96, 160, 128], help="tile z y x (nnU-Net's order)")
     ap.add_argument("--features", type=int, default=16, help="U-Net width of the plan's first stage")
-    ap.add_argument("--repeats", type=int, default=3, help="timed tiles per network, after one warm-up tile")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tiles", type=int, default=6, help="tiles timed per network, after one warm-up tile")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
     from nnunetv2_zept.experiments.example_plans import make_plans, managers
+    from nnunetv2_zept.synthetic.case import default_label_ids
+    from nnunetv2_zept.synthetic.tumours import DEFAULT_SEEN, DEFAULT_ZERO_SHOT
 
-    dev = torch.device(args.device)
+    dev = torch.device("cpu")
     load_before = os.getloadavg()[0]
-    pm, cm = managers(make_plans(args.patch, args.spacing, base_features=args.features))
+    t_start = time.time()
+    spacing_zyx = list(args.spacing[::-1])
+    pm, cm = managers(make_plans(args.patch, spacing_zyx, base_features=args.features))
+    patch = list(cm.patch_size)
     roles = synthetic_benchmark_roles()
     torch.manual_seed(0)
-    x = torch.randn(1, 1, *cm.patch_size, device=dev)
     nets = {}
     for variant in ("plain", "zept_s2"):
         net, _ = build_variant_network(variant, pm, cm, roles)
-        net = net.to(dev).eval()
+        net.eval()
         net.decoder.deep_supervision = False
         nets[variant] = net
+    zept = nets["zept_s2"]
+    zept.spacing = tuple(float(v) for v in spacing_zyx)
+    ids = default_label_ids(list(DEFAULT_SEEN) + list(DEFAULT_ZERO_SHOT))
+    organ_label_ids = [ids[n] for n in [roles.names[c] for c in roles.organs]]
+    state = {}
+    use_ground_truth_organs(zept, state)
     timer = PartTimer(dev)
-    instrument(nets["zept_s2"], timer)
-    tiles = {v: [] for v in nets}
+    instrument(zept, timer)
+    tiles, n_grid = case_tiles(args.shape, args.spacing, patch, args.tiles + 1)
+    times = {v: [] for v in nets}
     parts = collections.defaultdict(list)
+    former = collections.defaultdict(list)
+    organ_share = []
     with torch.no_grad():
-        for r in range(args.repeats + 1):
+        for i, (x, organ_ids) in enumerate(tiles):
+            state["organs"] = organ_logits_per_level(zept, organ_ids, organ_label_ids)
             for v, net in nets.items():
                 timer.totals.clear()
-                timer.sync()
                 t0 = time.perf_counter()
                 net(x)
-                timer.sync()
-                if r == 0:
+                if i == 0:
                     continue                      # warm-up
-                tiles[v].append(time.perf_counter() - t0)
+                times[v].append(time.perf_counter() - t0)
                 if v == "zept_s2":
-                    for k, s in timer.totals.items():
-                        parts[k].append(s)
-    tile = {v: statistics.median(t) for v, t in tiles.items()}
+                    for k, sec in timer.totals.items():
+                        parts[k].append(sec)
+            if i:
+                organ_share.append(float((organ_ids > 0).float().mean()))
+                for k, sec in former_parts_seconds(zept, x, state["organs"], timer).items():
+                    former[k].append(sec)
+    tile = {v: statistics.median(t) for v, t in times.items()}
     part = {k: statistics.median(t) for k, t in parts.items()}
     part["rest"] = tile["zept_s2"] - sum(part.values())
-    unfolded = unfolded_adapter_seconds(nets["zept_s2"], x, timer, args.repeats)
+    before = {k: statistics.median(t) for k, t in former.items()}
     load_after = os.getloadavg()[0]
     cores = os.cpu_count() or 1
     loaded = max(load_before, load_after) > cores
-    print(f"Tile {list(cm.patch_size)} at {args.spacing} mm, U-Net width {args.features}, {args.device}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; median of {args.repeats} "
-          f"tiles; load average before/after {load_before:.1f}/{load_after:.1f} on {cores} cores"
-          + (" (LOADED: above the core count)" if loaded else ""))
-    print()
-    print("| part | s per tile | share of the ZePT overhead |")
-    print("|---|---|---|")
     overhead = tile["zept_s2"] - tile["plain"]
-    print(f"| plain nnU-Net tile | {tile['plain']:.3f} | |")
-    print(f"| ZePT Stage 2 tile | {tile['zept_s2']:.3f} ({tile['zept_s2'] / tile['plain']:.2f}x plain) | |")
-    print(f"| ZePT backbone (run_backbone) | {part.get('run_backbone', 0):.3f} | "
-          f"{(part.get('run_backbone', 0) - tile['plain']) / overhead:+.0%} (minus the plain tile) |")
-    for k, s in sorted(part.items(), key=lambda kv: -kv[1]):
+    lines = [f"Case {args.shape[0]} x {args.shape[1]} x {args.shape[2]} voxels at {args.spacing} mm (x y z), tile {patch} "
+             f"(z y x), U-Net width {args.features}; {len(times['plain'])} of the {n_grid} sliding-window tiles (organs fill "
+             f"{statistics.median(organ_share):.0%} of a tile, median), median per tile; CPU, {torch.get_num_threads()} threads; "
+             f"{time.strftime('%Y-%m-%d %H:%M %Z')}; load average before/after {load_before:.1f}/{load_after:.1f} on {cores} "
+             f"cores" + (" (LOADED: above the core count)" if loaded else "") + f"; {(time.time() - t_start) / 60:.1f} min.", "",
+             "| part | s per tile | share of the ZePT overhead |", "|---|---|---|",
+             f"| plain nnU-Net tile | {tile['plain']:.3f} | |",
+             f"| ZePT Stage 2 tile | {tile['zept_s2']:.3f} ({tile['zept_s2'] / tile['plain']:.2f}x plain) | 100% |",
+             f"| ZePT backbone (run_backbone) | {part.get('run_backbone', 0):.3f} | "
+             f"{(part.get('run_backbone', 0) - tile['plain']) / overhead:.0%} (its excess over the plain tile) |"]
+    for k, sec in sorted(part.items(), key=lambda kv: -kv[1]):
         if k != "run_backbone":
-            print(f"| {k} | {s:.3f} | {s / overhead:.0%} |")
-    print(f"| adapter + adapter_head before the fold (1x1 conv over full resolution) | {unfolded:.3f} | |")
+            lines.append(f"| {k} | {sec:.3f} | {sec / overhead:.0%} |")
+    lines += ["", "Former evaluations of two parts, on the same tiles:", "", "| part | former s per tile | now s per tile |",
+              "|---|---|---|",
+              f"| adapter + adapter_head (1x1 conv over full resolution, then the head) | {before['adapter_unfolded']:.3f} | "
+              f"{part.get('adapter', 0) + part.get('adapter_head', 0):.3f} |",
+              f"| host-organ regions at full resolution (cavity filling and dilation over the whole tile) | "
+              f"{before['host_regions_whole_tile']:.3f} | {part.get('host_regions', 0):.3f} (all levels) |"]
+    print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps({"patch": list(cm.patch_size), "spacing": args.spacing,
+        Path(args.json).write_text(json.dumps({"shape": args.shape, "spacing": args.spacing, "patch": patch,
                                                "features": args.features, "tile_s": tile, "parts_s": part,
-                                               "adapter_unfolded_s": unfolded, "load": [load_before, load_after],
+                                               "former_s": before, "load": [load_before, load_after],
                                                "date": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
     return 0
 

@@ -344,3 +344,21 @@ def test_compare_pairs_variants_on_shared_seeds_and_refuses_mixed_scoring(tmp_pa
     runs["var"][0]["commit"] = "0000000"          # not a commit: its scoring code cannot be checked
     with pytest.raises(SystemExit, match="scored by commits"):
         write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
+
+
+def test_prediction_tile_parts_times_every_part_on_ground_truth_organs(tmp_path, capsys):
+    """benchmarks/prediction_tile_parts.py on a tiny case: the parts table, the former evaluations, and the
+    ZePT network's organ logits taken from the ground-truth organs (so that host regions are organ-sized)."""
+    import prediction_tile_parts as parts
+
+    out = tmp_path / "parts.json"
+    assert parts.main(["--shape", "48", "40", "32", "--spacing", "6", "6", "6", "--patch", "24", "32", "32",
+                       "--features", "8", "--tiles", "2", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| plain nnU-Net tile |" in table and "| host_regions |" in table and "| adapter |" in table
+    r = json.loads(out.read_text())
+    assert r["tile_s"]["plain"] > 0 and r["tile_s"]["zept_s2"] > r["parts_s"]["run_backbone"] > 0
+    assert set(r["former_s"]) == {"adapter_unfolded", "host_regions_whole_tile"}
+    tiles, n = parts.case_tiles([48, 40, 32], [6, 6, 6], [24, 32, 32], 3)
+    assert len(tiles) == 3 <= n and all(t[0].shape == (1, 1, 24, 32, 32) for t in tiles)
+    assert any(bool((organs > 0).any()) for _, organs in tiles)
