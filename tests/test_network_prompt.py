@@ -91,17 +91,22 @@ def test_calibration_statistics_update_only_in_stage1_training():
     assert torch.equal(net.calibration.anomaly_scale, after1), "frozen after Stage 1"
 
 
+def _box_max_filter(m: torch.Tensor, radius) -> torch.Tensor:
+    """The reference dilation: a full-size separable max filter of half-width radius[axis]."""
+    box = m.float()
+    for axis, r in enumerate(radius):
+        if r:
+            k, p = [1, 1, 1], [0, 0, 0]
+            k[axis], p[axis] = 2 * r + 1, r
+            box = torch.nn.functional.max_pool3d(box, kernel_size=k, stride=1, padding=p)
+    return box > 0.5
+
+
 def test_dilation_equals_a_box_max_filter_of_any_radius():
     g = torch.Generator().manual_seed(0)
     m = torch.rand(2, 3, 20, 25, 30, generator=g) > 0.995
     for radius in [(1, 1, 1), (3, 2, 0), (13, 13, 4), (7, 0, 11), (40, 1, 2)]:
-        box = m.float()
-        for axis, r in enumerate(radius):
-            if r:
-                k, p = [1, 1, 1], [0, 0, 0]
-                k[axis], p[axis] = 2 * r + 1, r
-                box = torch.nn.functional.max_pool3d(box, kernel_size=k, stride=1, padding=p)
-        assert torch.equal(dilate(m, radius), box > 0.5), radius
+        assert torch.equal(dilate(m, radius), _box_max_filter(m, radius)), radius
 
 
 def test_dilation_of_local_masks_works_in_their_box_and_equals_the_max_filter():
@@ -112,13 +117,7 @@ def test_dilation_of_local_masks_works_in_their_box_and_equals_the_max_filter():
     m[0, 1, 20:29, 0:3, 10:12] = True              # at a border
     m[1, 0, 15, 13, 11] = True                     # one voxel, other sample
     for radius in [(1, 1, 1), (4, 2, 0), (9, 3, 5), (0, 0, 0), (40, 1, 2)]:
-        box = m.float()
-        for axis, r in enumerate(radius):
-            if r:
-                k, p = [1, 1, 1], [0, 0, 0]
-                k[axis], p[axis] = 2 * r + 1, r
-                box = torch.nn.functional.max_pool3d(box, kernel_size=k, stride=1, padding=p)
-        assert torch.equal(dilate(m, radius), box > 0.5), radius
+        assert torch.equal(dilate(m, radius), _box_max_filter(m, radius)), radius
     assert not dilate(torch.zeros(1, 2, 5, 5, 5, dtype=torch.bool), (2, 2, 2)).any()
 
 
