@@ -240,8 +240,6 @@ class Bench:
         out = self.run_file(split, config, seed)
         if out.is_file() and not again:
             return json.loads(out.read_text())
-        folders = self.split_folders(split)
-        trainer = trainers_of(config)[-1]
         pred = self.work / "predictions" / self.budget_name / split / config / f"seed{seed}"
         if again:
             old = json.loads(out.read_text())
@@ -252,28 +250,12 @@ class Bench:
             timings = self.train(config, seed)
         env = dict(self.env, nnUNet_results=str(self.results_root(seed)))
         t0 = time.time()
-        if not again and not (pred / "done").is_file():
-            if pred.exists():
-                shutil.rmtree(pred)            # an interrupted prediction of this benchmark's own folder
-            log(f"[{config} seed {seed}] predicting the {split} split")
-            self.runs.predict(DATASET_ID, trainer, FOLD, folders["images"], pred, self.device, env,
-                              self.work / "logs" / self.budget_name / f"seed{seed}" / f"predict_{split}_{config}.log",
-                              show=False)
-            (pred / "done").write_text("ok\n")
         if not again:
+            self.predict_split(split, config, seed, pred, env, f"predict_{split}_{config}.log",
+                               f"predicting the {split} split")
             predict_s = time.time() - t0
         log(f"[{config} seed {seed}] evaluating the {split} split")
-        summary, arrays = evaluate_run(folders, pred, self.dataset_json)
-        if config in BASELINES:
-            from nnunetv2_zept.experiments.baseline_scores import tumour_agnostic_copy
-
-            agnostic = pred.with_name(pred.name + "_tumour_agnostic")
-            if not agnostic.is_dir() or again:
-                tumour_agnostic_copy(pred, agnostic, self.dataset_json)
-            # zero-shot types are read from the tumour-agnostic copy; organs and seen types from the
-            # baseline's own label maps, in which no zero-shot label has painted over its seen tumours
-            summary, arrays = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
-                                                  self.zero_shot_names())
+        summary, arrays = self.score_predictions(split, config, pred, fresh_agnostic_copy=again)
         reproduction = self.reproduction(config, seed, timings, env) if split == "test" and not again else None
         if again and split == "test":
             reproduction = old.get("reproduction")
@@ -299,27 +281,42 @@ class Bench:
         same = all(abs(dev["training"].get(t, {}).get("wall_s", -1.0) - r["wall_s"]) < 1e-6 for t, r in timings.items())
         if same:
             return None
-        folders = self.split_folders("dev")
         pred = self.work / "predictions" / self.budget_name / "dev_retrained" / config / f"seed{seed}"
-        if not (pred / "done").is_file():
-            if pred.exists():
-                shutil.rmtree(pred)
-            log(f"[{config} seed {seed}] retrained model: predicting the development split again")
-            self.runs.predict(DATASET_ID, trainers_of(config)[-1], FOLD, folders["images"], pred, self.device, env,
-                              self.work / "logs" / self.budget_name / f"seed{seed}" / f"predict_dev_retrained_{config}.log",
-                              show=False)
-            (pred / "done").write_text("ok\n")
+        self.predict_split("dev", config, seed, pred, env, f"predict_dev_retrained_{config}.log",
+                           "retrained model: predicting the development split again")
+        summary, _ = self.score_predictions("dev", config, pred)
+        return {"dev_recorded": _headline(dev["full_resolution"]["groups"]), "dev_retrained": _headline(summary["groups"]),
+                "dev_recorded_commit": dev.get("commit"), "retrained_commit": _commit()}
+
+    def predict_split(self, split: str, config: str, seed: int, pred: Path, env: Dict[str, str], log_name: str,
+                      message: str) -> None:
+        """Predict the split's images into `pred` with the configuration's last trainer, unless a
+        finished prediction is there; `pred/done` marks it finished, so an interrupted one is redone."""
+        if (pred / "done").is_file():
+            return
+        if pred.exists():
+            shutil.rmtree(pred)            # an interrupted prediction of this benchmark's own folder
+        log(f"[{config} seed {seed}] {message}")
+        self.runs.predict(DATASET_ID, trainers_of(config)[-1], FOLD, self.split_folders(split)["images"], pred,
+                          self.device, env, self.work / "logs" / self.budget_name / f"seed{seed}" / log_name, show=False)
+        (pred / "done").write_text("ok\n")
+
+    def score_predictions(self, split: str, config: str, pred: Path, fresh_agnostic_copy: bool = False):
+        """evaluate_run on the predictions in `pred`; for a baseline, the zero-shot types' numbers come
+        from its tumour-agnostic copy (made once, or again with `fresh_agnostic_copy`)."""
+        folders = self.split_folders(split)
         summary, arrays = evaluate_run(folders, pred, self.dataset_json)
         if config in BASELINES:
             from nnunetv2_zept.experiments.baseline_scores import tumour_agnostic_copy
 
             agnostic = pred.with_name(pred.name + "_tumour_agnostic")
-            if not agnostic.is_dir():
+            if not agnostic.is_dir() or fresh_agnostic_copy:
                 tumour_agnostic_copy(pred, agnostic, self.dataset_json)
-            summary, _ = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
-                                             self.zero_shot_names())
-        return {"dev_recorded": _headline(dev["full_resolution"]["groups"]), "dev_retrained": _headline(summary["groups"]),
-                "dev_recorded_commit": dev.get("commit"), "retrained_commit": _commit()}
+            # zero-shot types are read from the tumour-agnostic copy; organs and seen types from the
+            # baseline's own label maps, in which no zero-shot label has painted over its seen tumours
+            summary, arrays = with_zero_shot_from(summary, arrays, *evaluate_run(folders, agnostic, self.dataset_json),
+                                                  self.zero_shot_names())
+        return summary, arrays
 
     # ---------------------------------------------------------------- test split
     def record_file(self) -> Path:
