@@ -38,6 +38,10 @@ DEFAULT_SWITCHES = {
     # the Stage 2 adapter term on zero-shot channels too; off by default: it is fitted to the seen
     # types only and was measured to push zero-shot logits to the clamp in spleen and pancreas
     "zero_shot_adapter": False,
+    # in prediction the seen tumour channels are restricted to their dilated host organs as well (as the
+    # zero-shot ones always are), so the Stage 2 adapter runs only over those regions' bounding box;
+    # training is unchanged.  Chosen on the development split (docs/benchmarks.md, "Prediction cost")
+    "seen_restriction": True,
     # sizes and knobs
     "hidden_dim": 256,                 # query width D
     "num_heads": 8,

@@ -77,6 +77,11 @@ class MaskFeatureAdapter(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
 
+    @property
+    def reach(self) -> int:
+        """How many voxels away per axis an output voxel still reads its input (the kernel's half-width)."""
+        return int(self.net[0].kernel_size[0]) // 2
+
     def hidden(self, features: torch.Tensor) -> torch.Tensor:
         """[B, C, *s] -> the features before the closing 1x1 conv [B, H, *s]."""
         return self.net[1](self.net[0](features))

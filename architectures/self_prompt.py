@@ -89,19 +89,28 @@ def _segment_steps(r: int) -> List[int]:
     return steps
 
 
+def spatial_box(mask: torch.Tensor, pad: Optional[Sequence[int]] = None) -> Optional[Tuple[slice, ...]]:
+    """bool mask [B, C, *s] -> slices over *s of the smallest box holding every True voxel (of any
+    sample and channel), grown by pad[axis] voxels and clipped to the mask; None for an empty mask."""
+    box = []
+    for axis in range(mask.dim() - 2):
+        dim, r = axis + 2, int(pad[axis]) if pad is not None else 0
+        hits = torch.nonzero(mask.any(dim=[d for d in range(mask.dim()) if d != dim]))
+        if hits.numel() == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - r, 0), min(int(hits[-1]) + 1 + r, mask.shape[dim])))
+    return tuple(box)
+
+
 def dilate(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
     """Binary dilation of a bool mask [B, C, *s] by a box of half-width radius[axis]: separable, per
     axis a few 3-point ORs of shifted copies (see _segment_steps), only inside the box that holds
     every True voxel grown by the radius (nothing outside it can become True; organs fill a small
     part of a prediction tile)."""
     mask = mask.bool()
-    box = []
-    for axis, r in enumerate(radius):
-        dim = axis + 2
-        hits = torch.nonzero(mask.any(dim=[d for d in range(mask.dim()) if d != dim]))
-        if hits.numel() == 0:
-            return mask.clone()
-        box.append(slice(max(int(hits[0]) - int(r), 0), min(int(hits[-1]) + 1 + int(r), mask.shape[dim])))
+    box = spatial_box(mask, radius)
+    if box is None:
+        return mask.clone()
     if all(b.stop - b.start == n for b, n in zip(box, mask.shape[2:])):
         return _dilate_in_box(mask, radius)
     out = torch.zeros_like(mask)

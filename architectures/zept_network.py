@@ -28,7 +28,8 @@ from .backbone_taps import build_planned_unet, run_backbone, stage_strides, take
 from .config import BACKGROUND_TISSUES, default_zept_config, query_class_names, resolve_config
 from .grouping import GroupingBlock
 from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, inject_anomaly, restrict
-from .self_prompt import LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask
+from .self_prompt import (LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask,
+                          spatial_box)
 from .tumour_decoder import TumourDecoder
 
 __all__ = ["ZePTNetwork", "ZePTOutput", "build_zept_network", "default_zept_config", "query_class_names",
@@ -125,6 +126,7 @@ class ZePTNetwork(nn.Module):
             if not sw["zero_shot_adapter"]:
                 gate[self.zero_shot_pos] = 0.0
             self.register_buffer("adapter_gate", gate, persistent=False)
+            self.adapter_gated = [i for i in range(self.n_tum) if gate[i] != 0]
         if sw["alignment"]:
             self.alignment_head = AlignmentHead(d, text_dim, sw["align_dim"])
         # ---- state ----
@@ -227,7 +229,14 @@ class ZePTNetwork(nn.Module):
 
         tumour_channels = self.n_tum and not (training and stage == 1)
         prompts_needed = sw["self_prompt"] and stage == 2 and self.n_tum
-        restricted = (list(range(self.n_tum)) if stage == 1 else self.zero_shot_pos) if not training else []
+        # eval: the channels held to their host organs' regions (Stage 1: all; Stage 2: the zero-shot
+        # ones, and the seen ones too with seen_restriction); training restricts nothing
+        if training:
+            restricted = []
+        elif stage == 1 or sw["seen_restriction"]:
+            restricted = list(range(self.n_tum))
+        else:
+            restricted = self.zero_shot_pos
         regions = {}
         if sw["organ_restriction"] and self.n_tum:
             for k in levels:
@@ -260,14 +269,12 @@ class ZePTNetwork(nn.Module):
             for k in out_levels:
                 t = self.tumour_head(k, adv, dec[k])
                 if k == self.full:
-                    # the adapter's closing 1x1 conv folded into the head (one full-resolution pass less)
-                    a = self.adapter_head(adv, self.adapter.hidden(dec[k]), self.adapter.output_map())
-                    t = torch.addcmul(t, a, self.adapter_gate.view(1, -1, *[1] * (a.dim() - 2)))
+                    t = self._add_adapter_term(t, adv, dec[k], regions.get(k), restricted)
                 if sw["anomaly_injection"]:
                     t = inject_anomaly(t, anomaly[k])
                 if restricted and regions.get(k):
-                    # t is a fresh tensor here: restrict its zero-shot channels in place
-                    for z in self.zero_shot_pos:
+                    # t is a fresh tensor here: restrict its channels in place
+                    for z in restricted:
                         t.select(1, z).masked_fill_(~regions[k][z][:, 0], -LOGIT_CLAMP)
                 tumour[k] = t
 
@@ -281,6 +288,34 @@ class ZePTNetwork(nn.Module):
         if not with_aux:
             return logits
         return ZePTOutput(logits, self._aux(stage, q_fund, adv, fund_logits, anomaly, prompts))
+
+    def _add_adapter_term(self, t: torch.Tensor, adv: torch.Tensor, features: torch.Tensor,
+                          regions: Optional[Dict[int, torch.Tensor]], restricted: List[int]) -> torch.Tensor:
+        """t [B, T, *s] + the adapter term on the channels its gate opens (float32).
+
+        When every such channel is restricted afterwards, the term only matters inside the union of
+        their regions: the adapter's convolution then runs over that union's bounding box (with the
+        kernel's reach of real neighbours around it, so the values inside are those of the whole-tile
+        pass) and not at all on a tile without those organs."""
+        gate = self.adapter_gate.view(1, -1, *[1] * (features.dim() - 2))
+        head_map = self.adapter.output_map()
+        box = None
+        if regions and self.adapter_gated and all(i in restricted for i in self.adapter_gated):
+            union = regions[self.adapter_gated[0]]
+            for i in self.adapter_gated[1:]:
+                union = union | regions[i]
+            box = spatial_box(union)
+            if box is None:
+                return t
+        if box is None:
+            # the adapter's closing 1x1 conv folded into the head (one full-resolution pass less)
+            return torch.addcmul(t, self.adapter_head(adv, self.adapter.hidden(features), head_map), gate)
+        reach = self.adapter.reach
+        outer = tuple(slice(max(a.start - reach, 0), min(a.stop + reach, n)) for a, n in zip(box, features.shape[2:]))
+        inner = tuple(slice(a.start - o.start, a.stop - o.start) for a, o in zip(box, outer))
+        hidden = self.adapter.hidden(features[(..., *outer)])[(..., *inner)]
+        t[(..., *box)].addcmul_(self.adapter_head(adv, hidden, head_map), gate)
+        return t
 
     def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
         """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts)."""

@@ -317,3 +317,74 @@ def test_adapter_map_folded_into_the_head_gives_the_head_of_the_adapter_output()
     g_folded = torch.autograd.grad(folded.square().sum(), params)
     for a, b in zip(g_direct, g_folded):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def _liver_only_in(net, box):
+    """Replace the fundamental head's organ rows by a liver in `box` (full-resolution slices; +8 inside,
+    -8 elsewhere, every other organ absent) at every level: a trained model's small host region."""
+    head = net.fundamental_head.forward
+
+    def forward(level, queries, features):
+        out = head(level, queries, features).clone()
+        step = [p // s for p, s in zip(PATCH, features.shape[2:])]
+        organs = torch.full_like(out[:, :net.n_org], -8.0)
+        organs[(slice(None), 0, *(slice(b.start // k, -(-b.stop // k)) for b, k in zip(box, step)))] = 8.0
+        out[:, :net.n_org] = organs
+        return out
+    net.fundamental_head.forward = forward
+
+
+def test_seen_restriction_holds_seen_channels_to_their_host_and_leaves_the_rest_alone():
+    """Prediction with seen_restriction (the default): the seen channel is the unrestricted Stage 2
+    output inside its dilated host organ and -30 outside it, the adapter's convolution runs over that
+    region's box only, and organ and zero-shot channels do not change."""
+    net, _, _, _ = _net(ds=False, organ_growth_mm=1.0)       # grows the liver by one voxel
+    _liver_only_in(net, (slice(8, 16), slice(8, 20), slice(10, 18)))
+    net.set_stage(2)
+    net.eval()
+    x = torch.randn(1, 1, *PATCH) * 100
+    calls = []
+    hook = net.adapter.net[0].register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[2:])))
+    with torch.no_grad():
+        on = net(x)
+        net.switches["seen_restriction"] = False
+        off = net(x)
+        net.switches["seen_restriction"] = True
+    hook.remove()
+    assert calls == [(12, 16, 12), PATCH]                 # the liver's region 7:17 x 7:21 x 9:19, one voxel of reach
+    seen, others = 1, [0, 2, 3, 4]                        # liver_tumour; liver, kidney, kidney_cyst, spleen
+    torch.testing.assert_close(on[:, others], off[:, others], rtol=1e-5, atol=1e-5)
+    inside = torch.zeros_like(on[:, seen], dtype=torch.bool)
+    inside[:, 7:17, 7:21, 9:19] = True
+    assert (on[:, seen][~inside] == -30).all()
+    torch.testing.assert_close(on[:, seen][inside], off[:, seen][inside], rtol=1e-5, atol=1e-5)
+    assert (off[:, seen][~inside] > -30).any()            # the restriction changed something
+
+
+def test_adapter_runs_only_over_the_box_of_the_restricted_regions_with_the_whole_tile_values():
+    net, _, _, _ = _net(ds=False)
+    net.set_stage(2)
+    net.eval()
+    torch.manual_seed(1)
+    b, c = 1, net.dec_channels[-1]
+    features = torch.randn(b, c, *PATCH)
+    adv = torch.randn(b, net.n_tum, net.switches["hidden_dim"])
+    t = torch.randn(b, net.n_tum, *PATCH)
+    liver_tumour = 0
+    region = torch.zeros(b, 1, *PATCH, dtype=torch.bool)
+    region[..., 3:9, 10:14, 25:32] = True                 # reaches the tile's border on the last axis
+    region[..., 12, 20, 4] = True
+    calls = []
+    hook = net.adapter.net[0].register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape[2:])))
+    with torch.no_grad():
+        whole = net._add_adapter_term(t.clone(), adv, features, {liver_tumour: region}, [])
+        boxed = net._add_adapter_term(t.clone(), adv, features, {liver_tumour: region}, [0, 1])
+        empty = net._add_adapter_term(t.clone(), adv, features, {liver_tumour: torch.zeros_like(region)}, [0, 1])
+    hook.remove()
+    # the conv ran over the whole tile, then over the box 3:13 x 10:21 x 4:32 grown by one voxel, clipped to the tile
+    assert calls == [PATCH, (12, 13, 29)]
+    inside = region[:, 0]
+    torch.testing.assert_close(boxed[:, liver_tumour][inside], whole[:, liver_tumour][inside], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(whole[:, liver_tumour][inside], t[:, liver_tumour][inside])   # the term is there
+    torch.testing.assert_close(boxed[:, 1], t[:, 1])       # the zero-shot channel gets no adapter term
+    assert torch.equal(empty, t)                           # no host organ in the tile: no adapter at all

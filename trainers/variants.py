@@ -141,3 +141,9 @@ class nnUNetTrainerZePTStage2_zeroShotAdapter(nnUNetTrainerZePTStage2):
     """The mask-feature adapter term on zero-shot channels too (fitted to the seen types only)."""
     SWITCHES = {"zero_shot_adapter": True}
 
+
+
+class nnUNetTrainerZePTStage2_noSeenRestriction(nnUNetTrainerZePTStage2):
+    """Prediction leaves the seen tumour channels over the whole patch (the adapter runs over every
+    tile), as before 2026-12-03; training is the default's."""
+    SWITCHES = {"seen_restriction": False}
