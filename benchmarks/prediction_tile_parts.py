@@ -14,9 +14,11 @@ runs, and is timed).  The ZePT tile is split into its parts by timing wrappers a
 network's blocks (backbone, grouping, fundamental heads, host-organ regions, tumour decoder, tumour
 heads, mask-feature adapter, ...); "rest" is the tile minus the named parts.
 
-Two rows time a part's former evaluation on the same tiles: the adapter with its closing 1x1 conv
-run over the full-resolution features (now folded into the head), and the host-organ regions with
-cavity filling and dilation over the whole tile (now inside the organs' bounding box).
+The ZePT tile is also timed with `seen_restriction` off (seen tumour channels over the whole tile,
+the adapter over every voxel: prediction before 2026-12-03).  Rows below time a part's former
+evaluations on the same tiles: the adapter over the whole tile, with its closing 1x1 conv run
+separately (before 2026-12-02) and folded into the head (2026-12-02), and the host-organ regions
+with cavity filling and dilation over the whole tile (now inside the organs' bounding box).
 
     python benchmarks/prediction_tile_parts.py        # the realistic case: 300 x 300 x 200 at 1 mm, patch 96 x 160 x 128, width 16
     python benchmarks/prediction_tile_parts.py --shape 72 56 48 --spacing 6 6 6 --patch 40 48 56 --tiles 4   # a quick look
@@ -162,6 +164,10 @@ def former_parts_seconds(net, x: torch.Tensor, organs: dict, timer: PartTimer) -
     net.adapter_head(adv, net.adapter(feats))
     timer.sync()
     out["adapter_unfolded"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    net.adapter_head(adv, net.adapter.hidden(feats), net.adapter.output_map())
+    timer.sync()
+    out["adapter_whole_tile"] = time.perf_counter() - t0
     # the regions the eval forward asks for at full resolution: each zero-shot type's host set (+ all hosts
     # for the prompts at the tapped levels, cheap there); whole-tile cavity filling and dilation
     sets = sorted({tuple(net._region_sets[z]) for z in net.zero_shot_pos})
@@ -214,8 +220,8 @@ def main(argv=None) -> int:
     timer = PartTimer(dev)
     instrument(zept, timer)
     tiles, n_grid = case_tiles(args.shape, args.spacing, patch, args.tiles + 1)
-    times = {v: [] for v in nets}
-    parts = collections.defaultdict(list)
+    times = {v: [] for v in list(nets) + ["zept_s2_unrestricted"]}
+    parts = []                 # per tile: {part: s}; a part a tile does not run (no seen host: no adapter) counts 0
     former = collections.defaultdict(list)
     organ_share = []
     with torch.no_grad():
@@ -229,14 +235,18 @@ def main(argv=None) -> int:
                     continue                      # warm-up
                 times[v].append(time.perf_counter() - t0)
                 if v == "zept_s2":
-                    for k, sec in timer.totals.items():
-                        parts[k].append(sec)
+                    parts.append(dict(timer.totals))
+                    zept.switches["seen_restriction"] = False
+                    t0 = time.perf_counter()
+                    net(x)
+                    times["zept_s2_unrestricted"].append(time.perf_counter() - t0)
+                    zept.switches["seen_restriction"] = True
             if i:
                 organ_share.append(float((organ_ids > 0).float().mean()))
                 for k, sec in former_parts_seconds(zept, x, state["organs"], timer).items():
                     former[k].append(sec)
     tile = {v: statistics.median(t) for v, t in times.items()}
-    part = {k: statistics.median(t) for k, t in parts.items()}
+    part = {k: statistics.median(p.get(k, 0.0) for p in parts) for k in set().union(*parts)}
     part["rest"] = tile["zept_s2"] - sum(part.values())
     before = {k: statistics.median(t) for k, t in former.items()}
     load_after = os.getloadavg()[0]
@@ -251,15 +261,20 @@ def main(argv=None) -> int:
              "| part | s per tile | share of the ZePT overhead |", "|---|---|---|",
              f"| plain nnU-Net tile | {tile['plain']:.3f} | |",
              f"| ZePT Stage 2 tile | {tile['zept_s2']:.3f} ({tile['zept_s2'] / tile['plain']:.2f}x plain) | 100% |",
+             f"| ZePT Stage 2 tile, seen_restriction off (before 2026-12-03) | {tile['zept_s2_unrestricted']:.3f} "
+             f"({tile['zept_s2_unrestricted'] / tile['plain']:.2f}x plain) | |",
              f"| ZePT backbone (run_backbone) | {part.get('run_backbone', 0):.3f} | "
              f"{(part.get('run_backbone', 0) - tile['plain']) / overhead:.0%} (its excess over the plain tile) |"]
     for k, sec in sorted(part.items(), key=lambda kv: -kv[1]):
         if k != "run_backbone":
             lines.append(f"| {k} | {sec:.3f} | {sec / overhead:.0%} |")
+    now_adapter = part.get('adapter', 0) + part.get('adapter_head', 0)
     lines += ["", "Former evaluations of two parts, on the same tiles:", "", "| part | former s per tile | now s per tile |",
               "|---|---|---|",
-              f"| adapter + adapter_head (1x1 conv over full resolution, then the head) | {before['adapter_unfolded']:.3f} | "
-              f"{part.get('adapter', 0) + part.get('adapter_head', 0):.3f} |",
+              f"| adapter + adapter_head over the whole tile, 1x1 conv over full resolution, then the head (before "
+              f"2026-12-02) | {before['adapter_unfolded']:.3f} | {now_adapter:.3f} (over the seen hosts' box) |",
+              f"| adapter + adapter_head over the whole tile, 1x1 conv folded into the head (2026-12-02) | "
+              f"{before['adapter_whole_tile']:.3f} | {now_adapter:.3f} (over the seen hosts' box) |",
               f"| host-organ regions at full resolution (cavity filling and dilation over the whole tile) | "
               f"{before['host_regions_whole_tile']:.3f} | {part.get('host_regions', 0):.3f} (all levels) |"]
     print("\n".join(lines))
