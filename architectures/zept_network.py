@@ -297,7 +297,6 @@ class ZePTNetwork(nn.Module):
         their regions: the adapter's convolution then runs over that union's bounding box (with the
         kernel's reach of real neighbours around it, so the values inside are those of the whole-tile
         pass) and not at all on a tile without those organs."""
-        gate = self.adapter_gate.view(1, -1, *[1] * (features.dim() - 2))
         head_map = self.adapter.output_map()
         box = None
         if regions and self.adapter_gated and all(i in restricted for i in self.adapter_gated):
@@ -309,12 +308,17 @@ class ZePTNetwork(nn.Module):
                 return t
         if box is None:
             # the adapter's closing 1x1 conv folded into the head (one full-resolution pass less)
+            gate = self.adapter_gate.view(1, -1, *[1] * (features.dim() - 2))
             return torch.addcmul(t, self.adapter_head(adv, self.adapter.hidden(features), head_map), gate)
         reach = self.adapter.reach
         outer = tuple(slice(max(a.start - reach, 0), min(a.stop + reach, n)) for a, n in zip(box, features.shape[2:]))
         inner = tuple(slice(a.start - o.start, a.stop - o.start) for a, o in zip(box, outer))
-        hidden = self.adapter.hidden(features[(..., *outer)])[(..., *inner)]
-        t[(..., *box)].addcmul_(self.adapter_head(adv, hidden, head_map), gate)
+        # the head reads only the gated queries and the whole crop (slicing its few logit channels,
+        # not the wider hidden features, so that nothing is copied); the gate of a gated channel is 1
+        gated = self.adapter_gated
+        term = self.adapter_head(adv[:, gated], self.adapter.hidden(features[(..., *outer)]), head_map)
+        for j, i in enumerate(gated):
+            t[:, i][(..., *box)].add_(term[:, j][(..., *inner)])
         return t
 
     def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
