@@ -240,10 +240,14 @@ class ZePTNetwork(nn.Module):
         regions = {}
         if sw["organ_restriction"] and self.n_tum:
             for k in levels:
-                need = set(restricted) if k in out_levels else set()
+                # tumour outputs: grown by tumour_growth_mm; prompts and the anomaly map: by organ_growth_mm
+                need = {i: sw["tumour_growth_mm"] for i in restricted} if k in out_levels else {}
                 if (prompts_needed and k in self.tapped) or (k == self.full and self.return_anomaly_map):
-                    need.add(self.n_tum)
-                regions[k] = self._host_regions(k, fund_logits[k][:, :self.n_org], need)
+                    need[self.n_tum] = sw["organ_growth_mm"]
+                regions[k] = {}
+                for mm in set(need.values()):
+                    regions[k].update(self._host_regions(k, fund_logits[k][:, :self.n_org],
+                                                         [i for i, g in need.items() if g == mm], mm))
         prompts = {}
         if prompts_needed:
             for k in self.tapped:
@@ -321,13 +325,14 @@ class ZePTNetwork(nn.Module):
             t[:, i][(..., *box)].add_(term[:, j][(..., *inner)])
         return t
 
-    def _host_regions(self, level: int, organ_logits: torch.Tensor, which) -> Dict[int, torch.Tensor]:
-        """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts)."""
+    def _host_regions(self, level: int, organ_logits: torch.Tensor, which, growth_mm: float) -> Dict[int, torch.Tensor]:
+        """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts), the
+        organs grown by growth_mm."""
         if not which:
             return {}
         which = sorted(which)
         unique = sorted({tuple(self._region_sets[i]) for i in which})
-        r = level_radius(float(self.switches["organ_growth_mm"]), self.spacing, self.dec_strides[level])
+        r = level_radius(float(growth_mm), self.spacing, self.dec_strides[level])
         masks = host_regions(organ_logits, [list(u) for u in unique], r)
         col = {u: j for j, u in enumerate(unique)}
         return {i: masks[:, col[tuple(self._region_sets[i])]].unsqueeze(1) for i in which}

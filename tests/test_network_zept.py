@@ -338,7 +338,7 @@ def test_seen_restriction_holds_seen_channels_to_their_host_and_leaves_the_rest_
     """Prediction with seen_restriction (the default): the seen channel is the unrestricted Stage 2
     output inside its dilated host organ and -30 outside it, the adapter's convolution runs over that
     region's box only, and organ and zero-shot channels do not change."""
-    net, _, _, _ = _net(ds=False, organ_growth_mm=1.0)       # grows the liver by one voxel
+    net, _, _, _ = _net(ds=False, organ_growth_mm=1.0, tumour_growth_mm=1.0)   # grows the liver by one voxel
     _liver_only_in(net, (slice(8, 16), slice(8, 20), slice(10, 18)))
     net.set_stage(2)
     net.eval()
@@ -388,3 +388,20 @@ def test_adapter_runs_only_over_the_box_of_the_restricted_regions_with_the_whole
     assert not torch.allclose(whole[:, liver_tumour][inside], t[:, liver_tumour][inside])   # the term is there
     torch.testing.assert_close(boxed[:, 1], t[:, 1])       # the zero-shot channel gets no adapter term
     assert torch.equal(empty, t)                           # no host organ in the tile: no adapter at all
+
+
+def test_tumour_outputs_and_prompts_grow_the_host_organs_by_their_own_margins():
+    net, _, _, _ = _net(ds=False, organ_growth_mm=3.0, tumour_growth_mm=1.0)
+    _liver_only_in(net, (slice(8, 16), slice(8, 20), slice(10, 18)))
+    net.set_stage(2)
+    net.eval()
+    net.return_anomaly_map = True
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, *PATCH) * 100)
+
+    def grown(r):
+        m = torch.zeros(1, *PATCH, dtype=torch.bool)
+        m[:, 8 - r:16 + r, 8 - r:20 + r, 10 - r:18 + r] = True
+        return m
+    assert torch.equal(out[:, 1] > -30, grown(1))           # liver_tumour: the liver grown by 1 mm
+    assert torch.equal(out[:, 5] > -30, grown(3))           # the anomaly map: every host grown by 3 mm
