@@ -363,3 +363,23 @@ def test_prediction_tile_parts_times_every_part_on_ground_truth_organs(tmp_path,
     tiles, n = parts.case_tiles([48, 40, 32], [6, 6, 6], [24, 32, 32], 3)
     assert len(tiles) == 3 <= n and all(t[0].shape == (1, 1, 24, 32, 32) for t in tiles)
     assert any(bool((organs > 0).any()) for _, organs in tiles)
+
+
+def test_organ_labels_separates_the_organ_label_from_tumours_painted_beside_it(tmp_path):
+    """A tumour label painted next to the organ joins the organ's region (region DSC drops) but not
+    its own label (label DSC stays 1)."""
+    import SimpleITK as sitk
+
+    import organ_labels
+
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:6, 2:6, 2:6] = 5                                 # the pancreas, 64 voxels
+    pred = ref.copy()
+    pred[6:8, 2:6, 2:6] = 11                               # a false pancreas tumour in its shell, 32 voxels
+    for folder, arr in (("labels", ref), ("pred", pred)):
+        (tmp_path / folder).mkdir()
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / folder / "case_0.nii.gz"))
+    d = organ_labels.organ_dice(tmp_path / "pred", tmp_path / "labels", {"pancreas": [5, 11], "liver": [1, 9]})
+    assert d["pancreas"]["label"] == pytest.approx(1.0)
+    assert d["pancreas"]["region"] == pytest.approx(2 * 64 / (96 + 64))
+    assert np.isnan(d["liver"]["region"])                  # absent on both sides: undefined, not 1
