@@ -40,7 +40,7 @@ DEFAULT_SWITCHES = {
     "zero_shot_adapter": False,
     # in prediction the seen tumour channels are restricted to their dilated host organs as well (as the
     # zero-shot ones always are), so the Stage 2 adapter runs only over those regions' bounding box;
-    # training is unchanged.  Chosen on the development split (docs/benchmarks.md, "Prediction cost")
+    # training is unchanged.  Chosen on the development split (docs/benchmarks.md, "Per tile, part by part")
     "seen_restriction": True,
     # sizes and knobs
     "hidden_dim": 256,                 # query width D
