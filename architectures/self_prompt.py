@@ -136,6 +136,29 @@ def _dilate_in_box(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
     return x
 
 
+def erode(mask: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
+    """Binary erosion of a bool mask [B, C, *s] by a box of half-width radius[axis]; voxels beyond the
+    tensor's edge count as True, because a prediction tile's edge is not an organ's edge.  Computed
+    as the complement of the complement's dilation, only inside the box that holds every True voxel
+    grown by the radius (a False voxel stays False, so nothing outside it can be True)."""
+    mask = mask.bool()
+    box = spatial_box(mask, radius)
+    if box is None:
+        return mask.clone()
+    out = torch.zeros_like(mask)
+    inner = (slice(None), slice(None)) + tuple(box)
+    out[inner] = ~_dilate_in_box(~mask[inner], radius)
+    return out
+
+
+def outer_shell(grown: torch.Tensor, radius: Sequence[int]) -> torch.Tensor:
+    """bool [B, C, *s] host regions grown by `radius` -> the part of each beyond its closed outline:
+    grown minus its erosion by the same radius (the erosion of a dilation is a closing: the organ
+    with its notches and cavities up to that size, which is where a tumour inside the organ shows).
+    What is left is the rim of other tissue around the organ."""
+    return grown & ~erode(grown, radius)
+
+
 def level_radius(growth_mm: float, spacing: Sequence[float], stride: Sequence[int]) -> Tuple[int, ...]:
     """Half-width per axis, in voxels of a level of cumulative `stride` on a grid of `spacing` mm,
     of a growth by `growth_mm` (at least one voxel per axis when growth_mm > 0)."""

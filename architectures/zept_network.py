@@ -28,7 +28,8 @@ from .backbone_taps import build_planned_unet, run_backbone, stage_strides, take
 from .config import BACKGROUND_TISSUES, default_zept_config, query_class_names, resolve_config
 from .grouping import GroupingBlock
 from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, inject_anomaly, restrict
-from .self_prompt import (LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, prompt_mask,
+from .self_prompt import (LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, outer_shell,
+                          prompt_mask,
                           spatial_box)
 from .tumour_decoder import TumourDecoder
 
@@ -237,7 +238,7 @@ class ZePTNetwork(nn.Module):
             restricted = list(range(self.n_tum))
         else:
             restricted = self.zero_shot_pos
-        regions = {}
+        regions, shells = {}, {}
         if sw["organ_restriction"] and self.n_tum:
             for k in levels:
                 # tumour outputs: grown by tumour_growth_mm; prompts and the anomaly map: by organ_growth_mm
@@ -248,6 +249,9 @@ class ZePTNetwork(nn.Module):
                 for mm in set(need.values()):
                     regions[k].update(self._host_regions(k, fund_logits[k][:, :self.n_org],
                                                          [i for i, g in need.items() if g == mm], mm))
+                if restricted and k in out_levels and sw["tumour_shell_margin"] > 0:
+                    shells[k] = self._outer_shells(k, regions[k], restricted, sw["tumour_growth_mm"],
+                                                   fund_logits[k].dtype)
         prompts = {}
         if prompts_needed:
             for k in self.tapped:
@@ -263,7 +267,7 @@ class ZePTNetwork(nn.Module):
         elif tumour_channels and stage == 1:
             for k in out_levels:
                 t = anomaly[k].expand(-1, self.n_tum, *anomaly[k].shape[2:])
-                tumour[k] = restrict(t, self._stacked(regions[k], restricted)) if regions.get(k) else t
+                tumour[k] = self._held_to_hosts(t.clone(), regions.get(k), shells.get(k), restricted)
         elif tumour_channels:
             fund_ctx = q_fund[:, :self.n_org + self.n_bg]
             adv0 = (self.advanced_queries.unsqueeze(0).expand(b, -1, -1) if sw["disentangled"]
@@ -276,11 +280,7 @@ class ZePTNetwork(nn.Module):
                     t = self._add_adapter_term(t, adv, dec[k], regions.get(k), restricted)
                 if sw["anomaly_injection"]:
                     t = inject_anomaly(t, anomaly[k])
-                if restricted and regions.get(k):
-                    # t is a fresh tensor here: restrict its channels in place
-                    for z in restricted:
-                        t.select(1, z).masked_fill_(~regions[k][z][:, 0], -LOGIT_CLAMP)
-                tumour[k] = t
+                tumour[k] = self._held_to_hosts(t, regions.get(k), shells.get(k), restricted)
 
         outs = {k: self._assemble(fund_logits[k][:, :self.n_org], tumour.get(k)) for k in out_levels}
         logits = [outs[k] for k in out_levels][::-1] if ds else outs[self.full]
@@ -324,6 +324,45 @@ class ZePTNetwork(nn.Module):
         for j, i in enumerate(gated):
             t[:, i][(..., *box)].add_(term[:, j][(..., *inner)])
         return t
+
+    def _held_to_hosts(self, t: torch.Tensor, regions: Optional[Dict[int, torch.Tensor]],
+                       shells: Optional[Dict[int, Optional[tuple]]], restricted: List[int]) -> torch.Tensor:
+        """t [B, T, *s] (a fresh tensor, changed in place) with each restricted channel at the floor
+        logit outside its host region and lowered by tumour_shell_margin in the region's outer shell.
+
+        The shell is the rim of other tissue around the organ (beyond its closed outline): an
+        organ-relative anomaly fires on it, and on the development split nearly all zero-shot false
+        positive voxels lay there while the tumours lay inside the closed outline.  The margin asks for
+        more evidence there without cutting the shell off, so that a tumour bulging out of its organ
+        still ranks above the rest of the body (docs/architecture.md, D10)."""
+        if not restricted or not regions:
+            return t
+        for z in restricted:
+            channel = t.select(1, z)
+            channel.masked_fill_(~regions[z][:, 0], -LOGIT_CLAMP)
+            if shells and shells.get(z) is not None:
+                box, penalty = shells[z]
+                # the floor is restored by _assemble's clamp
+                channel[(slice(None), *box)].sub_(penalty[:, 0])
+        return t
+
+    def _outer_shells(self, level: int, regions: Dict[int, torch.Tensor], which: List[int],
+                      growth_mm: float, dtype: torch.dtype) -> Dict[int, Optional[tuple]]:
+        """{channel: (box, float [B, 1, *box]) or None}: tumour_shell_margin on the outer shell
+        (self_prompt.outer_shell) of each channel's host region, 0 elsewhere, inside the region's box
+        grown by the radius (None: no region in the tile); computed once per distinct host set."""
+        r = level_radius(float(growth_mm), self.spacing, self.dec_strides[level])
+        margin = float(self.switches["tumour_shell_margin"])
+        per_set: Dict[tuple, Optional[tuple]] = {}
+        out = {}
+        for i in which:
+            u = tuple(self._region_sets[i])
+            if u not in per_set:
+                box = spatial_box(regions[i], r)
+                per_set[u] = None if box is None else (
+                    box, outer_shell(regions[i][(..., *box)], r).to(dtype) * margin)
+            out[i] = per_set[u]
+        return out
 
     def _host_regions(self, level: int, organ_logits: torch.Tensor, which, growth_mm: float) -> Dict[int, torch.Tensor]:
         """{region set index: bool [B, 1, *s]} for the sets `which` (index n_tum = all hosts), the

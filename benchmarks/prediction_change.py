@@ -13,7 +13,8 @@ only, like every choice of the benchmark.
 `--before` names the folder under WORK/predictions/<budget>/ that holds the earlier predictions
 (`dev` for the models on record, `dev_retrained` for seeds a later session trained again); the new
 ones go to WORK/predictions/<budget>/dev_<name>/ and the table to
-results/zero_shot/<budget>/prediction_change_dev_<name>.md.
+results/zero_shot/<budget>/prediction_change_dev_<name>.md (`..._<name>_<config>.md` for a
+configuration other than zept).
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     text = compare_markdown(compare(runs, "before", args.seeds), "before", args.seeds, args.budget, command)
     text = text.replace("## Paired comparison", f"## {args.name}: `{args.config}` predicted after the change against "
                                                  f"its own predictions from before; paired comparison", 1)
-    out = bench.results / f"prediction_change_dev_{args.name}.md"
+    suffix = "" if args.config == "zept" else f"_{args.config}"
+    out = bench.results / f"prediction_change_dev_{args.name}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + f"\nCommit {zero_shot._commit()}, {time.strftime('%Y-%m-%d %H:%M %Z')}.\n")
     print(text)

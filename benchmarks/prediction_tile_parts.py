@@ -45,7 +45,7 @@ from bench_data import build_variant_network  # noqa: E402
 # the network attributes and module-level functions of architectures.zept_network that are timed
 MODULES = ("token_proj", "grouping", "fundamental_head", "calibration", "tumour_decoder", "tumour_head", "adapter",
            "adapter_head")
-FUNCTIONS = ("run_backbone", "best_affinity_anomaly", "host_regions", "prompt_mask", "inject_anomaly")
+FUNCTIONS = ("run_backbone", "best_affinity_anomaly", "host_regions", "outer_shell", "prompt_mask", "inject_anomaly")
 
 
 def synthetic_benchmark_roles():

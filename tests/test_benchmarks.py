@@ -383,3 +383,47 @@ def test_organ_labels_separates_the_organ_label_from_tumours_painted_beside_it(t
     assert d["pancreas"]["label"] == pytest.approx(1.0)
     assert d["pancreas"]["region"] == pytest.approx(2 * 64 / (96 + 64))
     assert np.isnan(d["liver"]["region"])                  # absent on both sides: undefined, not 1
+
+
+def test_shell_margin_sweep_lowers_only_the_zero_shot_shell_and_counts_voxels_by_place(tmp_path):
+    """A liver box grown by 2 voxels: a metastasis voxel in its notch keeps its probability, one in the
+    outer shell is lowered by the margin (or floored when cut), and the label maps are repainted."""
+    import SimpleITK as sitk
+
+    import shell_margin_sweep
+    from nnunetv2_zept.experiments.baseline_scores import FLOOR
+    from nnunetv2_zept.roles import roles_from_dataset_json
+
+    dj = {"channel_names": {"0": "CT"}, "file_ending": ".nii.gz", "regions_class_order": [1, 2, 3],
+          "labels": {"background": 0, "liver": [1, 2, 3], "liver_tumour": 2, "liver_metastasis": 3},
+          "zept": {"organs": ["liver"], "tumours": {"liver_tumour": {"host": ["liver"]},
+                                                    "liver_metastasis": {"host": ["liver"], "zero_shot": True}}}}
+    probs = np.full((3, 16, 16, 16), 0.01, np.float32)
+    probs[0, 4:12, 4:12, 4:12] = 0.9
+    probs[0, 4:6, 7:9, 4:12] = 0.01                        # a notch (2 voxels wide) from the top face
+    probs[2, 4, 8, 8] = 0.9                                 # metastasis in the notch: closed outline
+    probs[2, 2, 8, 8] = 0.8                                 # above the notch, outside the organ: outer shell
+    src = tmp_path / "pred"
+    src.mkdir()
+    np.savez_compressed(src / "c.npz", probabilities=probs)
+    img = sitk.GetImageFromArray(np.zeros((16, 16, 16), np.uint8))
+    img.SetSpacing((5.0, 5.0, 5.0))                         # 10 mm = 2 voxels
+    sitk.WriteImage(img, str(src / "c.nii.gz"))
+    (src / "done").write_text("ok\n")
+
+    ref = np.zeros((16, 16, 16), np.uint8)
+    ref[4, 8, 8] = 3
+    roles = roles_from_dataset_json(dj)
+    counts = shell_margin_sweep.where_voxels(probs, ref, roles, (5.0, 5.0, 5.0), 10.0, {2: 3})[2]
+    assert counts["true positive"].tolist() == [1, 0, 0] and counts["false positive"].tolist() == [0, 1, 0]
+
+    for margin, dst in ((2.0, tmp_path / "m2"), (float("inf"), tmp_path / "cut")):
+        shell_margin_sweep.with_margin(src, dst, dj, margin, 10.0)
+        new = np.load(dst / "c.npz")["probabilities"]
+        assert new[2, 4, 8, 8] == pytest.approx(0.9)
+        want = FLOOR if np.isinf(margin) else 1 / (1 + np.exp(-(np.log(4.0) - 2.0)))   # 0.35: no label
+        assert new[2, 2, 8, 8] == pytest.approx(want, rel=1e-5)
+        np.testing.assert_array_equal(new[:2], probs[:2])
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(str(dst / "c.nii.gz")))
+        assert lab[4, 8, 8] == 3 and lab[2, 8, 8] == 0 and lab[8, 8, 8] == 1
+    np.testing.assert_array_equal(np.load(src / "c.npz")["probabilities"], probs)   # the source is untouched

@@ -64,10 +64,17 @@ def test_zero_shot_channels_hold_the_seen_maximum_inside_each_hosts_region(tmp_p
     np.testing.assert_array_equal(np.load(pred / "c1.npz")["probabilities"], prob)   # original untouched
     assert not (tmp_path / "copy.partial").exists()
 
-    # grown by 6 mm (2 voxels along x at 2 mm): the tumour between the organs is inside both regions now
-    tumour_agnostic_copy(pred, out, DATASET_JSON, growth_mm=6.0)
+    # grown by 6 mm (3 voxels along x at 2 mm): the tumour between the organs is inside both regions now
+    tumour_agnostic_copy(pred, out, DATASET_JSON, growth_mm=6.0, shell_margin=0.0)
     new = np.load(out / "c1.npz")["probabilities"]
     assert new[3][3, 3, 6] == prob[2][3, 3, 6] and new[4][3, 3, 6] == prob[2][3, 3, 6]
+    # ... in the outer shell of both (beyond the organs' closed outlines), so ZePT's shell margin lowers
+    # its logit there, while the liver's cavity keeps the seen score
+    tumour_agnostic_copy(pred, out, DATASET_JSON, growth_mm=6.0, shell_margin=2.0)
+    new = np.load(out / "c1.npz")["probabilities"]
+    lowered = 1.0 / (1.0 + np.exp(-(np.log(0.95 / 0.05) - 2.0)))
+    assert new[3][3, 3, 6] == new[4][3, 3, 6] and abs(float(new[4][3, 3, 6]) - lowered) < 1e-6
+    assert new[4][1, 2, 2] == prob[2][1, 2, 2]
 
 
 def test_bad_prediction_folders_are_refused_and_nothing_is_written(tmp_path):

@@ -1,10 +1,12 @@
 """Self-prompt: absolute calibrated anomaly, prompt masks without gradient and never fully blocked."""
+import numpy as np
 import torch
 
 from nnunetv2_zept.architectures import build_zept_network, default_zept_config
 from nnunetv2_zept.experiments.example_plans import example_roles, make_plans, managers
-from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, fill_cavities,
-                                                     host_regions, level_radius, prompt_mask)
+from nnunetv2_zept.architectures.self_prompt import (AnomalyCalibration, best_affinity_anomaly, dilate, erode,
+                                                     fill_cavities, host_regions, level_radius, outer_shell,
+                                                     prompt_mask)
 
 
 def _phantom_logits(shape=(24, 24, 24)):
@@ -133,6 +135,38 @@ def test_dilation_and_host_regions():
     organ_logits[0, 1, 4, 4, 4] = 5.0
     reg = host_regions(organ_logits, [[0], [1], [0, 1]], (1, 1, 1))
     assert reg.shape == (1, 3, 9, 9, 9) and reg[0, 0].sum() == 0 and reg[0, 1].sum() == 27 and reg[0, 2].sum() == 27
+
+
+def test_erosion_counts_the_tile_beyond_its_edge_as_inside_and_the_outer_shell_keeps_notches_out():
+    from scipy import ndimage
+
+    torch.manual_seed(3)
+    for radius in [(1, 1, 1), (2, 1, 0), (3, 2, 1)]:
+        m = torch.rand(2, 2, 11, 12, 13) > 0.3
+        m[1, 1] = False
+        pad = [(r, r) for r in radius]
+        structure = np.ones([2 * r + 1 for r in radius], dtype=bool)
+        for b in range(2):
+            for c in range(2):
+                padded = np.pad(m[b, c].numpy(), pad, constant_values=True)
+                want = ndimage.binary_erosion(padded, structure)[tuple(slice(r, r + n) for r, n in
+                                                                         zip(radius, m.shape[2:]))]
+                want &= m[b, c].numpy()          # scipy's padding makes an all-False map erode to itself
+                assert np.array_equal(erode(m, radius)[b, c].numpy(), want), (radius, b, c)
+    # an organ with a notch and a cavity, grown by 2: the shell is the outer rim only
+    organ = torch.zeros(1, 1, 20, 20, 20, dtype=torch.bool)
+    organ[0, 0, 5:15, 5:15, 5:15] = True
+    organ[0, 0, 5:8, 9:11, 5:15] = False                      # a notch, 2 voxels wide, from the top face
+    organ[0, 0, 9:11, 9:11, 9:11] = False                     # a cavity
+    grown = dilate(organ, (2, 2, 2))
+    shell = outer_shell(grown, (2, 2, 2))
+    assert not (shell & organ).any()
+    assert not shell[0, 0, 5:8, 9:11, 5:15].any() and not shell[0, 0, 9:11, 9:11, 9:11].any()
+    rim = grown & ~dilate(organ, (0, 0, 0))
+    rim[0, 0, 5:8, 9:11, 5:15] = False
+    rim[0, 0, 9:11, 9:11, 9:11] = False
+    assert torch.equal(shell, rim)
+    assert grown[0, 0, 3, 10, 10] and shell[0, 0, 3, 10, 10]   # above the notch, outside the organ: shell
 
 
 def test_network_prompt_masks_are_detached_bool_and_never_fully_blocked():

@@ -336,8 +336,9 @@ def _liver_only_in(net, box):
 
 def test_seen_restriction_holds_seen_channels_to_their_host_and_leaves_the_rest_alone():
     """Prediction with seen_restriction (the default): the seen channel is the unrestricted Stage 2
-    output inside its dilated host organ and -30 outside it, the adapter's convolution runs over that
-    region's box only, and organ and zero-shot channels do not change."""
+    output inside its host organ, lowered by tumour_shell_margin in the grown rim around it and -30
+    outside, the adapter's convolution runs over that region's box only, and organ and zero-shot
+    channels do not change."""
     net, _, _, _ = _net(ds=False, organ_growth_mm=1.0, tumour_growth_mm=1.0)   # grows the liver by one voxel
     _liver_only_in(net, (slice(8, 16), slice(8, 20), slice(10, 18)))
     net.set_stage(2)
@@ -356,8 +357,14 @@ def test_seen_restriction_holds_seen_channels_to_their_host_and_leaves_the_rest_
     torch.testing.assert_close(on[:, others], off[:, others], rtol=1e-5, atol=1e-5)
     inside = torch.zeros_like(on[:, seen], dtype=torch.bool)
     inside[:, 7:17, 7:21, 9:19] = True
+    liver = torch.zeros_like(inside)
+    liver[:, 8:16, 8:20, 10:18] = True                    # a box: its closed outline is itself
+    rim = inside & ~liver
     assert (on[:, seen][~inside] == -30).all()
-    torch.testing.assert_close(on[:, seen][inside], off[:, seen][inside], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(on[:, seen][liver], off[:, seen][liver], rtol=1e-5, atol=1e-5)
+    margin = net.switches["tumour_shell_margin"]
+    assert margin > 0
+    torch.testing.assert_close(on[:, seen][rim], (off[:, seen][rim] - margin).clamp_min(-30), rtol=1e-5, atol=1e-5)
     assert (off[:, seen][~inside] > -30).any()            # the restriction changed something
 
 

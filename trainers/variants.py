@@ -147,3 +147,9 @@ class nnUNetTrainerZePTStage2_noSeenRestriction(nnUNetTrainerZePTStage2):
     """Prediction leaves the seen tumour channels over the whole patch (the adapter runs over every
     tile), as before 2026-12-03; training is the default's."""
     SWITCHES = {"seen_restriction": False}
+
+
+class nnUNetTrainerZePTStage2_noTumourShellMargin(nnUNetTrainerZePTStage2):
+    """Prediction keeps the tumour logits unchanged in the outer shell of their host regions, as
+    before 2026-12-03; training is the default's."""
+    SWITCHES = {"tumour_shell_margin": 0.0}

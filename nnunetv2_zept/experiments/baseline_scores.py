@@ -6,8 +6,9 @@ say nothing.  The fairest zero-shot reading of a plain network is "anything that
 tumour it knows": per voxel, the highest probability over its seen tumour channels.  This module
 writes a copy of a prediction folder in which every zero-shot channel holds that score inside the
 type's host-organ region, built exactly as the ZePT network builds it (predicted host organs with
-their cavities filled, grown by the same number of mm; `architectures.self_prompt.host_regions`),
-and ZePT's floor (probability sigmoid(-30)) outside it.  Baseline and ZePT are then read the
+their cavities filled, grown by the same number of mm; `architectures.self_prompt.host_regions`,
+with the score lowered by ZePT's tumour_shell_margin in the region's outer shell), and ZePT's floor
+(probability sigmoid(-30)) outside it.  Baseline and ZePT are then read the
 same way: liver metastasis = tumour-like voxels in or near the liver, and so on.
 
 Organs and seen types are evaluated on the baseline's own prediction folder, only the zero-shot
@@ -32,7 +33,8 @@ FLOOR = float(1.0 / (1.0 + np.exp(30.0)))   # ZePT's logit clamp -30 outside a z
 
 
 def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_json: dict,
-                         growth_mm: float = DEFAULT_SWITCHES["organ_growth_mm"]) -> int:
+                         growth_mm: float = DEFAULT_SWITCHES["tumour_growth_mm"],
+                         shell_margin: float = DEFAULT_SWITCHES["tumour_shell_margin"]) -> int:
     """Copy `prediction_folder` (nnUNetv2_predict --save_probabilities output of a region model of
     `dataset_json`) to `output_folder` with every zero-shot channel of each `<case>.npz` replaced by
     the voxel-wise maximum of the seen tumour channels inside that type's host-organ region (grown
@@ -70,9 +72,10 @@ def tumour_agnostic_copy(prediction_folder: Path, output_folder: Path, dataset_j
             raise ValueError(f"{npz}: probabilities of shape {probs.shape}, expected {roles.num_channels} channels")
         image = sitk.ReadImage(str(label_file))
         agnostic = probs[list(roles.seen_tumours)].max(axis=0)
-        regions = zero_shot_regions(probs, roles, image.GetSpacing()[::-1], growth_mm)
-        for c, region in zip(roles.zero_shot, regions):
-            probs[c] = np.where(region, agnostic, FLOOR)
+        regions, shells = zero_shot_regions(probs, roles, image.GetSpacing()[::-1], growth_mm, with_shells=True)
+        in_shell = lowered_by(agnostic, shell_margin)
+        for c, region, shell in zip(roles.zero_shot, regions, shells):
+            probs[c] = np.where(region, np.where(shell, in_shell, agnostic), FLOOR)
         np.savez_compressed(tmp / npz.name, **{PROBABILITY_KEY: probs})
         seg = paint_regions(probs, order, sitk.GetArrayFromImage(image).dtype)
         if seg.shape != sitk.GetArrayFromImage(image).shape:
@@ -117,18 +120,29 @@ def with_zero_shot_from(summary: dict, zero_shot_summary: dict, zero_shot_names)
     return merged
 
 
-def zero_shot_regions(probs: np.ndarray, roles, spacing_zyx, growth_mm: float) -> np.ndarray:
+def zero_shot_regions(probs: np.ndarray, roles, spacing_zyx, growth_mm: float, with_shells: bool = False):
     """bool [len(roles.zero_shot), *s]: each zero-shot type's host region from region probabilities
-    [C, *s], as the ZePT network restricts its zero-shot channels at full resolution."""
+    [C, *s], as the ZePT network restricts its zero-shot channels at full resolution; with_shells:
+    (regions, their outer shells) instead."""
     import torch
 
-    from nnunetv2_zept.architectures.self_prompt import host_regions, level_radius
+    from nnunetv2_zept.architectures.self_prompt import host_regions, level_radius, outer_shell
 
     organ_pos = {c: i for i, c in enumerate(roles.organs)}
     logits = torch.from_numpy(probs[list(roles.organs)].astype(np.float32))[None] - 0.5   # > 0 where p > 0.5
     sets = [[organ_pos[h] for h in roles.hosts[z]] for z in roles.zero_shot]
     radius = level_radius(growth_mm, spacing_zyx, (1,) * (probs.ndim - 1))
-    return host_regions(logits, sets, radius)[0].numpy()
+    regions = host_regions(logits, sets, radius)
+    if not with_shells:
+        return regions[0].numpy()
+    return regions[0].numpy(), outer_shell(regions, radius)[0].numpy()
+
+
+def lowered_by(p: np.ndarray, margin: float) -> np.ndarray:
+    """Probabilities whose logit is lowered by `margin` (never below ZePT's floor)."""
+    q = np.clip(p.astype(np.float64), FLOOR, 1.0 - 1e-12)
+    logit = np.log(q) - np.log1p(-q) - float(margin)
+    return np.maximum(1.0 / (1.0 + np.exp(-logit)), FLOOR).astype(p.dtype)
 
 
 def paint_order(dataset_json: dict) -> Sequence[tuple]:
