@@ -83,7 +83,13 @@ def test_quick_demo_writes_report_with_numbers_and_figures(quick_demo):
     seen_max = np.maximum(p[names.index("liver_tumour")], p[names.index("kidney_tumour")])
     lung = q[names.index("lung_nodule")]
     inside = lung > 1e-10
-    np.testing.assert_array_equal(lung[inside], seen_max[inside])
+    # ... lowered by ZePT's margin in the region's outer shell (the tissue around the lung)
+    from nnunetv2_zept.architectures.config import DEFAULT_SWITCHES
+    from nnunetv2_zept.experiments.baseline_scores import lowered_by
+
+    lowered = lowered_by(seen_max, DEFAULT_SWITCHES["tumour_shell_margin"])
+    same, shell = lung == seen_max, np.isclose(lung, lowered, rtol=1e-5, atol=0)
+    assert (same | shell)[inside].all() and same[inside].mean() > 0.2
     np.testing.assert_array_equal(q[names.index("liver")], p[names.index("liver")])
 
     # figures: slices of held-out cases (one with a zero-shot tumour), ROC per tumour type
