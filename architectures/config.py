@@ -61,7 +61,7 @@ DEFAULT_SWITCHES = {
     "tumour_growth_mm": 10.0,
     # in prediction, a tumour logit in the outer shell of its host region (the grown region beyond the
     # organ's closed outline, self_prompt.outer_shell) is lowered by this many logits; 0 = off.  Chosen
-    # on the development split among 1, 2, 3, 5, 8 (docs/benchmarks.md, "Zero-shot labels in the shell")
+    # on the development split among 1, 2, 3, 5, 8 (docs/benchmarks.md, "Zero-shot labels in the outer shell")
     "tumour_shell_margin": 2.0,
     "adapter_channels": 16,
     "adapter_kernel": 3,
@@ -105,13 +105,11 @@ def resolve_switches(switches: dict | None) -> dict:
             raise ZePTConfigError(f"zept_config['switches']['{k}'] = {v!r}: must be a non-negative integer")
     if out["hidden_dim"] % out["num_heads"]:
         raise ZePTConfigError(f"hidden_dim {out['hidden_dim']} is not divisible by num_heads {out['num_heads']}")
-    for key in ("organ_growth_mm", "tumour_growth_mm"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or not 0.0 <= float(out[key]) <= 100.0:
-            raise ZePTConfigError(f"zept_config['switches']['{key}'] = {out[key]!r}: must be a number of mm in [0, 100]")
-    margin = out["tumour_shell_margin"]
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= float(margin) <= 30.0:
-        raise ZePTConfigError(f"zept_config['switches']['tumour_shell_margin'] = {margin!r}: must be a number of "
-                              f"logits in [0, 30]")
+    for key, (top, unit) in {"organ_growth_mm": (100.0, "mm"), "tumour_growth_mm": (100.0, "mm"),
+                             "tumour_shell_margin": (30.0, "logits")}.items():
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or not 0.0 <= float(out[key]) <= top:
+            raise ZePTConfigError(f"zept_config['switches']['{key}'] = {out[key]!r}: must be a number of {unit} in "
+                                  f"[0, {top:g}]")
     if not 0.0 < float(out["prompt_threshold"]) < 1.0:
         raise ZePTConfigError(f"prompt_threshold {out['prompt_threshold']!r} must lie in (0, 1)")
     return out

@@ -29,8 +29,7 @@ from .config import BACKGROUND_TISSUES, default_zept_config, query_class_names, 
 from .grouping import GroupingBlock
 from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, inject_anomaly, restrict
 from .self_prompt import (LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, outer_shell,
-                          prompt_mask,
-                          spatial_box)
+                          prompt_mask, spatial_box)
 from .tumour_decoder import TumourDecoder
 
 __all__ = ["ZePTNetwork", "ZePTOutput", "build_zept_network", "default_zept_config", "query_class_names",
@@ -375,10 +374,6 @@ class ZePTNetwork(nn.Module):
         masks = host_regions(organ_logits, [list(u) for u in unique], r)
         col = {u: j for j, u in enumerate(unique)}
         return {i: masks[:, col[tuple(self._region_sets[i])]].unsqueeze(1) for i in which}
-
-    @staticmethod
-    def _stacked(regions: Dict[int, torch.Tensor], which: List[int]) -> torch.Tensor:
-        return torch.cat([regions[i] for i in which], dim=1)
 
     def _aux(self, stage, q_fund, adv, fund_logits, anomaly, prompts) -> Dict[str, object]:
         """The loss terms' inputs of this stage (see ZePTOutput)."""
