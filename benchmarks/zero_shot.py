@@ -23,6 +23,7 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py dev  --configs zept nnunet nnunet_adamw --seeds 0 1 2
   python benchmarks/zero_shot.py dev  --configs zept_noSelfPrompt zept_noGrouping --seeds 0 1   # ablations
   python benchmarks/zero_shot.py test --configs zept nnunet nnunet_adamw --seeds 0 1 2 --tag v1
+  python benchmarks/zero_shot.py re-predict --configs zept --seeds 0 1 2  # dev again, same models, current code
   python benchmarks/zero_shot.py report                                  # tables from the result files
   python benchmarks/zero_shot.py export-reference --seeds 2             # the demo's reference models (one seed)
   python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
@@ -235,20 +236,34 @@ class Bench:
     def run_file(self, split: str, config: str, seed: int) -> Path:
         return self.results / split / config / f"seed{seed}.json"
 
-    def evaluate(self, split: str, config: str, seed: int, again: bool = False) -> dict:
+    def evaluate(self, split: str, config: str, seed: int, again: bool = False, repredict: bool = False) -> dict:
         """Train (if needed), predict the split, evaluate, and write the run's result files.
         `again`: evaluate the saved predictions of a finished run again (after a change of the
         metrics or of the tumour score), keeping its training record; scoring the test split again
-        this way changes no model and counts as no new scoring."""
+        this way changes no model and counts as no new scoring.
+        `repredict` (development split only): predict again with the same trained models (after a
+        change of the prediction code), keeping the training record."""
+        if repredict and split != "dev":
+            raise SystemExit("re-predict is for the development split only: predicting the test split with "
+                             "changed code is a new scoring; use `test` with a new --tag")
         out = self.run_file(split, config, seed)
-        if out.is_file() and not again:
+        if out.is_file() and not (again or repredict):
             return json.loads(out.read_text())
         pred = self.work / "predictions" / self.budget_name / split / config / f"seed{seed}"
-        if again:
+        if again or repredict:
             old = json.loads(out.read_text())
+            timings, predict_s = old["training"], old["predict_s"]
+        if repredict:
+            missing = [t for t in trainers_of(config) if not (self.fold_folder(seed, t) / "checkpoint_final.pth").is_file()]
+            if missing:
+                raise SystemExit(f"{config} seed {seed}: no trained model of {', '.join(missing)} under "
+                                 f"{self.results_root(seed)} to predict again with; run `dev` on a fresh result folder "
+                                 "to train it")
+            if pred.exists():
+                shutil.rmtree(pred)
+        elif again:
             if not (pred / "done").is_file():
                 raise SystemExit(f"{config} seed {seed}: no saved {split} predictions in {pred} to evaluate again")
-            timings, predict_s = old["training"], old["predict_s"]
         else:
             timings = self.train(config, seed)
         env = dict(self.env, nnUNet_results=str(self.results_root(seed)))
@@ -258,7 +273,7 @@ class Bench:
                                f"predicting the {split} split")
             predict_s = time.time() - t0
         log(f"[{config} seed {seed}] evaluating the {split} split")
-        summary, arrays = self.score_predictions(split, config, pred, fresh_agnostic_copy=again)
+        summary, arrays = self.score_predictions(split, config, pred, fresh_agnostic_copy=again or repredict)
         reproduction = self.reproduction(config, seed, timings, env) if split == "test" and not again else None
         if again and split == "test":
             reproduction = old.get("reproduction")
@@ -590,8 +605,8 @@ def report_tables(s: dict, budget: str, split: str) -> List[str]:
 # ------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate", "thresholds",
-                                        "compare"))
+    ap.add_argument("command", choices=("dev", "test", "report", "export-reference", "re-evaluate", "re-predict",
+                                        "thresholds", "compare"))
     ap.add_argument("--configs", nargs="+", default=list(MAIN_CONFIGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="training seeds (default 0 1 2; compare: every seed all its configurations have)")
@@ -642,6 +657,15 @@ def main(argv=None) -> int:
                 for seed in args.seeds:
                     if bench.run_file(split, config, seed).is_file():
                         bench.evaluate(split, config, seed, again=True)
+        write_report(results, Path(args.out) if args.out else results / "report.md")
+        return 0
+    if args.command == "re-predict":
+        for config in args.configs:
+            for seed in args.seeds:
+                if not bench.run_file("dev", config, seed).is_file():
+                    raise SystemExit(f"{config} seed {seed} (budget {args.budget}) has no development result to "
+                                     "predict again; run `dev` first")
+                bench.evaluate("dev", config, seed, repredict=True)
         write_report(results, Path(args.out) if args.out else results / "report.md")
         return 0
     if args.command == "export-reference":

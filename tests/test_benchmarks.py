@@ -145,6 +145,16 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path, capsys):
     assert zero_shot.main(["re-evaluate", "--configs", "zept"] + common) == 0
     assert [p.stat().st_mtime for p in sorted((work / "logs").rglob("*.log"))] == mtimes
     assert json.loads(run.with_suffix(".json").read_text())["training"] == r["training"]
+    # the development split predicted again by the same models (after a change of the prediction code)
+    adamw_log = work / "logs" / "quick" / "seed0" / "predict_dev_nnunet_adamw.log"
+    before = adamw_log.stat().st_mtime
+    assert zero_shot.main(["re-predict", "--configs", "nnunet_adamw"] + common) == 0
+    again = json.loads((results / "quick" / "dev" / "nnunet_adamw" / "seed0.json").read_text())
+    assert adamw_log.stat().st_mtime > before and again["training"] == stored["training"]
+    assert zero_shot._headline(again["full_resolution"]["groups"]) == pytest.approx(
+        zero_shot._headline(stored["full_resolution"]["groups"]), abs=1e-6)
+    with pytest.raises(SystemExit, match="development split only"):
+        bench.evaluate("test", "nnunet_adamw", 0, repredict=True)
     with pytest.raises(SystemExit, match="no development results"):
         zero_shot.main(["test", "--configs", "nnunet"] + common)
     assert not (results / "test_record.json").exists()
@@ -193,6 +203,8 @@ def test_zero_shot_benchmark_pipeline_seals_the_test_split(tmp_path, capsys):
     # development split predicted again next to the recorded numbers
     for gone in (work / "nnunet_results" / "quick", work / "predictions" / "quick" / "test"):
         shutil.rmtree(gone)
+    with pytest.raises(SystemExit, match="no trained model of nnUNetTrainerZePTBaselineAdamW"):
+        zero_shot.main(["re-predict", "--configs", "nnunet_adamw"] + common)
     assert zero_shot.main(["test", "--configs", "nnunet_adamw", "--tag", "t1"] + common) == 0
     rep = json.loads((results / "quick" / "test" / "nnunet_adamw" / "seed0.json").read_text())["reproduction"]
     assert set(rep["dev_recorded"]) == set(rep["dev_retrained"]) >= {"organ_DSC", "zero_shot_case_AUROC"}
