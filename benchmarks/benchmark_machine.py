@@ -19,6 +19,23 @@ def cpu_name() -> str:
     return name
 
 
+def cpu_type() -> str:
+    """The CPU model with its widest vector instruction set, e.g. 'AMD EPYC (AVX-512)'.  Training on
+    the CPU is reproducible from its seed on one CPU type, not across them: convolution kernels for
+    AVX-512 and AVX2 round differently (docs/benchmarks.md, "Retrained seeds drift on another CPU")."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    return f"{cpu_name()} ({isa})" if isa else cpu_name()
+
+
 def machine_description(device: str = "cpu") -> str:
     """'N CPU cores (model), torch X[, GPU ...]'."""
     import torch

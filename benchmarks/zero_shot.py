@@ -58,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import zero_shot_stats as stats  # noqa: E402
+from benchmark_machine import cpu_type  # noqa: E402
 
 RESULTS = HERE / "results" / "zero_shot"
 DATASET_ID, DATASET_NAME = 980, "ZePTBench"
@@ -228,7 +229,7 @@ class Bench:
                                 "seconds_per_iteration": log_.seconds_per_iteration(self.budget.iterations,
                                                                                     self.budget.val_iterations),
                                 "train_losses": log_.train_losses, "loss_parts": log_.loss_parts,
-                                "load_average": os.getloadavg()[0]}
+                                "load_average": os.getloadavg()[0], "cpu": cpu_type()}
             record.write_text(json.dumps(timings[trainer], indent=1))
         return timings
 

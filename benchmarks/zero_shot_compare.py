@@ -52,6 +52,24 @@ def scoring_mismatch(runs: Dict[str, List[dict]]) -> Optional[str]:
     return None
 
 
+def training_cpu_mismatch(runs: Dict[str, List[dict]]) -> Optional[str]:
+    """None unless the trainings of one seed ran on different CPU types (a seed reproduces its run
+    on one CPU type only, so the difference would mix the change with the CPU's rounding).
+    Trainings recorded before the CPU type was (no "cpu") are not checked."""
+    by_seed: Dict[int, Dict[str, str]] = {}
+    for c, rs in runs.items():
+        for r in rs:
+            for trainer, t in r.get("training", {}).items():
+                if t.get("cpu"):
+                    by_seed.setdefault(int(r["seed"]), {})[f"{c}: {trainer}"] = t["cpu"]
+    for seed, cpus in sorted(by_seed.items()):
+        if len(set(cpus.values())) > 1:
+            listed = "; ".join(f"{k} on {v}" for k, v in sorted(cpus.items()))
+            return (f"seed {seed} was trained on different CPU types ({listed}): train the reference and the "
+                    f"variant of one seed on one CPU type (a fresh --work folder retrains both)")
+    return None
+
+
 def shared_seeds(runs: Dict[str, List[dict]], wanted: Sequence[int] = ()) -> List[int]:
     common = set.intersection(*(set(int(r["seed"]) for r in rs) for rs in runs.values()))
     if wanted:
@@ -122,7 +140,7 @@ def write_comparison(budget_dir: Path, runs: Dict[str, List[dict]], wanted_seeds
         have = {c: sorted(int(r["seed"]) for r in rs) for c, rs in runs.items()}
         raise SystemExit(f"compare needs seeds every configuration has run on the development split; they have {have}")
     picked = {c: [r for r in rs if int(r["seed"]) in seeds] for c, rs in runs.items()}
-    problem = scoring_mismatch(picked)
+    problem = scoring_mismatch(picked) or training_cpu_mismatch(picked)
     if problem:
         raise SystemExit(problem)
     text = compare_markdown(compare(picked, reference, seeds), reference, seeds, budget_dir.name, command)

@@ -358,6 +358,26 @@ def test_compare_pairs_variants_on_shared_seeds_and_refuses_mixed_scoring(tmp_pa
         write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
 
 
+def test_compare_refuses_a_seed_whose_trainings_ran_on_different_cpu_types(tmp_path):
+    """A seed reproduces its training on one CPU type only, so a reference and a variant of one seed
+    trained on different CPU types are not paired; other seeds, and runs without a record, may differ."""
+    from zero_shot_compare import training_cpu_mismatch, write_comparison
+
+    runs = {"ref": [_fake_run(s, "ref", 0.0) for s in (0, 1)], "var": [_fake_run(s, "var", 0.2) for s in (0, 1)]}
+    for c, rs in runs.items():
+        for r in rs:
+            r["training"] = {"nnUNetTrainerZePTStage1": {"cpu": "Xeon (AVX-512)" if r["seed"] == 0 else "EPYC (AVX2)"},
+                             f"Stage2_{c}": {"cpu": "Xeon (AVX-512)" if r["seed"] == 0 else "EPYC (AVX2)"}}
+    runs["var"][1]["training"]["older_trainer"] = {"wall_s": 1.0}     # recorded before the CPU type was
+    assert training_cpu_mismatch(runs) is None
+    write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
+    runs["var"][0]["training"]["Stage2_var"]["cpu"] = "EPYC (AVX2)"
+    problem = training_cpu_mismatch(runs)
+    assert problem.startswith("seed 0 was trained on different CPU types") and "var: Stage2_var on EPYC (AVX2)" in problem
+    with pytest.raises(SystemExit, match="different CPU types"):
+        write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
+
+
 def test_prediction_tile_parts_times_every_part_on_ground_truth_organs(tmp_path, capsys):
     """benchmarks/prediction_tile_parts.py on a tiny case: the parts table, the former evaluations, and the
     ZePT network's organ logits taken from the ground-truth organs (so that host regions are organ-sized)."""
