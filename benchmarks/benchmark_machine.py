@@ -7,31 +7,27 @@ import time
 from typing import Sequence
 
 
-def cpu_name() -> str:
-    name = platform.processor() or platform.machine()
+def _cpuinfo_field(key: str) -> str | None:
+    """The value of the first `key` line of /proc/cpuinfo, or None where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return name
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def cpu_type() -> str:
     """The CPU model with its widest vector instruction set, e.g. 'AMD EPYC (AVX-512)'.  Training on
     the CPU is reproducible from its seed on one CPU type, not across them: convolution kernels for
     AVX-512 and AVX2 round differently (docs/benchmarks.md, "Retrained seeds drift on another CPU")."""
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    flags = set((_cpuinfo_field("flags") or "").split())
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
     return f"{cpu_name()} ({isa})" if isa else cpu_name()
 

@@ -378,6 +378,18 @@ def test_compare_refuses_a_seed_whose_trainings_ran_on_different_cpu_types(tmp_p
         write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
 
 
+def test_cpu_type_names_the_widest_vector_instruction_set(monkeypatch):
+    """The CPU type a training records separates AVX-512 from AVX2 machines of one model name, whose
+    convolution kernels round differently."""
+    import benchmark_machine
+
+    for flags, expected in (("fpu sse2 avx avx2 avx512f avx512bw", "AMD EPYC (AVX-512)"),
+                            ("fpu sse2 avx avx2", "AMD EPYC (AVX2)"), ("fpu sse2", "AMD EPYC")):
+        fields = {"model name": "AMD EPYC", "flags": flags}
+        monkeypatch.setattr(benchmark_machine, "_cpuinfo_field", fields.get)
+        assert benchmark_machine.cpu_type() == expected
+
+
 def test_prediction_tile_parts_times_every_part_on_ground_truth_organs(tmp_path, capsys):
     """benchmarks/prediction_tile_parts.py on a tiny case: the parts table, the former evaluations, and the
     ZePT network's organ logits taken from the ground-truth organs (so that host regions are organ-sized)."""
