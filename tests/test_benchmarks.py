@@ -91,6 +91,9 @@ def test_every_ablation_configuration_names_existing_trainers():
         assert all(hasattr(trainers, t) for t in zero_shot.trainers_of(c))
     assert zero_shot.trainers_of("zept_noGrouping")[0] == "nnUNetTrainerZePTStage1_noGrouping"
     assert zero_shot.trainers_of("zept_noSelfPrompt")[0] == "nnUNetTrainerZePTStage1"
+    # the anomaly's calibration leaves Stage 1's weights unchanged, so its variant reuses the default Stage 1
+    assert zero_shot.trainers_of("zept_minmaxAnomaly") == ["nnUNetTrainerZePTStage1",
+                                                         "nnUNetTrainerZePTStage2_minmaxAnomaly"]
     with pytest.raises(SystemExit, match="unknown configuration"):
         zero_shot.trainers_of("zepp")
 

@@ -3,7 +3,7 @@ results folder (`<Trainer>__<Plans>__<configuration>`) identifies the model.
 
 A Stage 2 variant starts from the Stage 1 variant with the same suffix when one was trained, else
 from nnUNetTrainerZePTStage1 (training/stage1_checkpoint.py).  Variants that change the network
-built in Stage 1 (grouping, query sets, calibration) exist in both stages with the same switches;
+built in Stage 1 (grouping, query sets) exist in both stages with the same switches;
 variants that change only what Stage 1 trains on (its targets, its synthetic lesions) have a
 Stage 2 twin without switches, so that each gets its own Stage 2 folder; Stage-2-only variants
 share the default Stage 1.  The effective switches are written to each fold's training log and
@@ -68,15 +68,6 @@ class nnUNetTrainerZePTStage2_oneBackgroundQuery(nnUNetTrainerZePTStage2):
     SWITCHES = nnUNetTrainerZePTStage1_oneBackgroundQuery.SWITCHES
 
 
-class nnUNetTrainerZePTStage1_minmaxAnomaly(nnUNetTrainerZePTStage1):
-    """Per-patch min-max normalised anomaly (the paper) instead of the calibrated absolute score."""
-    SWITCHES = {"anomaly_calibration": "minmax"}
-
-
-class nnUNetTrainerZePTStage2_minmaxAnomaly(nnUNetTrainerZePTStage2):
-    SWITCHES = nnUNetTrainerZePTStage1_minmaxAnomaly.SWITCHES
-
-
 # ------------------------------------------------------------------ Stage 1 training variants
 class nnUNetTrainerZePTStage1_ignoreTumourVoxels(nnUNetTrainerZePTStage1):
     """Paper-style Stage 1 targets: tumour voxels are excluded from their host organ's loss
@@ -119,6 +110,14 @@ class nnUNetTrainerZePTStage2_noSelfPrompt(nnUNetTrainerZePTStage2):
 class nnUNetTrainerZePTStage2_noAlignment(nnUNetTrainerZePTStage2):
     """No query-knowledge alignment: zero-shot queries are never told what they look for."""
     SWITCHES = {"alignment": False}
+
+
+class nnUNetTrainerZePTStage2_minmaxAnomaly(nnUNetTrainerZePTStage2):
+    """Per-patch min-max normalised anomaly (the paper) instead of the calibrated absolute score.
+    Stage 2 only: Stage 1's loss never sees the anomaly, so its weights do not depend on the switch
+    (a Stage 1 trained with it reproduced the default's bit for bit); the calibration statistics it
+    gathers go unused in min-max mode."""
+    SWITCHES = {"anomaly_calibration": "minmax"}
 
 
 class nnUNetTrainerZePTStage2_noAnomalyInjection(nnUNetTrainerZePTStage2):
