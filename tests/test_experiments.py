@@ -4,20 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from liver_spleen import DATASET_JSON
 from nnunetv2_zept.experiments.baseline_scores import FLOOR, tumour_agnostic_copy
-
-# organs liver (1), spleen (2); seen liver_tumour (3); zero-shot spleen_cyst (4) and liver_metastasis (5)
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "liver": [1, 3, 5], "spleen": [2, 4], "liver_tumour": 3, "spleen_cyst": 4,
-               "liver_metastasis": 5},
-    "regions_class_order": [1, 2, 3, 4, 5],
-    "file_ending": ".nii.gz",
-    "zept": {"organs": ["liver", "spleen"],
-             "tumours": {"liver_tumour": {"host": ["liver"]},
-                         "spleen_cyst": {"host": ["spleen"], "zero_shot": True},
-                         "liver_metastasis": {"host": ["liver"], "zero_shot": True}}},
-}
 
 
 def _write_prediction(folder, case, prob, seg):
