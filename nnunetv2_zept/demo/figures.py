@@ -13,6 +13,17 @@ from nnunetv2_zept.evaluation.mask_ops import within_mm
 PROBABILITY_KEY = "probabilities"
 
 
+def _save(fig, out_png: Path) -> Path:
+    """Writes the figure (its folder made if needed) and frees it; pyplot keeps every open figure."""
+    import matplotlib.pyplot as plt
+
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
 def read_label(path: Path) -> Tuple[np.ndarray, Tuple[float, float, float], Tuple[float, float, float]]:
     """Label map [z, y, x], spacing (z, y, x) and spacing (x, y, z) of a label image."""
     import SimpleITK as sitk
@@ -87,10 +98,7 @@ def held_out_montage(cases: Sequence[dict], raw_folder: Path, prediction_folder:
     ax.imshow(montage)
     ax.set_axis_off()
     fig.suptitle(title, fontsize=10, y=0.995)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 # ---------------------------------------------------------------------------- ROC curves
@@ -169,11 +177,7 @@ def comparison_roc(name: str, kind: str, voxel: Dict[str, VoxelRocCurves], cases
         else:
             ax.text(0.5, 0.5, "not computable\n(needs positives and negatives)", ha="center", va="center", fontsize=8)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def training_curves(trained: Dict[str, dict], titles: Dict[str, str], out_png: Path) -> Path:
@@ -206,8 +210,4 @@ def training_curves(trained: Dict[str, dict], titles: Dict[str, str], out_png: P
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
