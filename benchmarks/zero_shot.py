@@ -32,8 +32,9 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
 Development-only studies over the saved runs and predictions (no test data): `thresholds` and
 `compare` above,
 benchmarks/score_rules.py (tumour-score grid rules), benchmarks/seen_precedence.py (a label-map rule,
-tested and not adopted) and benchmarks/seen_false_positives.py (where seen channels fire in
-tumour-free cases).
+tested and not adopted), benchmarks/seen_false_positives.py (where seen channels fire in
+tumour-free cases) and benchmarks/zero_shot_channel_parts.py (a zero-shot channel split into
+Stage 1's anomaly and Stage 2's query term).
 
 `test` refuses a configuration that has no development results for the same budget and seeds,
 and one that the test record (results/zero_shot/test_record.json) already holds under the same
