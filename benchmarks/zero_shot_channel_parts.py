@@ -42,8 +42,10 @@ FLOOR_LOGIT = -29.0      # the restriction's floor is -30 (architectures/heads.p
 
 
 def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p.astype(np.float64), 1e-15, 1 - 1e-15)
-    return np.log(p) - np.log1p(-p)
+    """Logit of stored probabilities, clipped so that 0 and 1 stay finite."""
+    from scipy.special import logit as _logit
+
+    return _logit(np.clip(p.astype(np.float64), 1e-15, 1 - 1e-15))
 
 
 def predict_parts(bench: "zero_shot.Bench", config: str, seed: int, cases: List[str], out: Path) -> Path:
