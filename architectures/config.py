@@ -42,6 +42,12 @@ DEFAULT_SWITCHES = {
     # zero-shot ones always are), so the Stage 2 adapter runs only over those regions' bounding box;
     # training is unchanged.  Chosen on the development split (docs/benchmarks.md, "Per tile, part by part")
     "seen_restriction": True,
+    # in prediction, each zero-shot channel's query term (before the anomaly is added) loses its
+    # least-squares fit on its host organ's logit over the channel's region (heads.host_residual), so
+    # that a query which learned to follow its organ cannot cancel the anomaly; needs organ_restriction
+    # (the region); training is unchanged.  Off by default: under evaluation on the development split
+    # (docs/benchmarks.md, "A zero-shot query term that follows its organ")
+    "zero_shot_host_residual": False,
     # sizes and knobs
     "hidden_dim": 256,                 # query width D
     "num_heads": 8,

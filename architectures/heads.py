@@ -98,6 +98,29 @@ def inject_anomaly(tumour_logits: torch.Tensor, anomaly_logit: torch.Tensor) -> 
     return tumour_logits.float() + anomaly_logit.float()
 
 
+def host_residual(query_term: torch.Tensor, host_logit: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """query_term [B, *s] with its least-squares fit on host_logit [B, *s] taken out, per sample over
+    region (bool [B, *s]): q - beta * (h - mean h), beta = cov(q, h) / var(h) over the region, so that
+    inside the region the result has q's mean and no linear correlation with the host organ's logit
+    (float32).  A sample whose region has fewer than two voxels or a constant host logit is unchanged.
+
+    Why: a zero-shot query is aligned to a text it was never trained to segment, and on the
+    development split one seed's lung-nodule query followed the lung channel, which turned the
+    anomaly's ranking of the nodules (voxel AUROC 0.99) into 0.59 (docs/benchmarks.md, "A zero-shot
+    query term that follows its organ")."""
+    q, h = query_term.float(), host_logit.float()
+    w = region.to(q.dtype)
+    dims = tuple(range(1, q.dim()))
+    n = w.sum(dims, keepdim=True)
+    mean_h = (h * w).sum(dims, keepdim=True) / n.clamp_min(1.0)
+    mean_q = (q * w).sum(dims, keepdim=True) / n.clamp_min(1.0)
+    hc = (h - mean_h) * w
+    var = (hc * hc).sum(dims, keepdim=True)
+    cov = (hc * (q - mean_q)).sum(dims, keepdim=True)
+    beta = torch.where((n >= 2) & (var > 1e-6 * n), cov / var.clamp_min(1e-12), torch.zeros_like(var))
+    return q - beta * (h - mean_h)
+
+
 def restrict(logits: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Logits outside `region` (bool, broadcastable) set to the most negative logit (no gradient there)."""
     return torch.where(region, logits, logits.new_full((), -LOGIT_CLAMP))

@@ -27,7 +27,7 @@ from .alignment_head import AlignmentHead
 from .backbone_taps import build_planned_unet, run_backbone, stage_strides, take_encoder_decoder
 from .config import BACKGROUND_TISSUES, default_zept_config, query_class_names, resolve_config
 from .grouping import GroupingBlock
-from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, inject_anomaly, restrict
+from .heads import MaskFeatureAdapter, MultiLevelMaskHead, QueryLevelHead, host_residual, inject_anomaly, restrict
 from .self_prompt import (LOGIT_CLAMP, AnomalyCalibration, best_affinity_anomaly, host_regions, level_radius, outer_shell,
                           prompt_mask, spatial_box)
 from .tumour_decoder import TumourDecoder
@@ -277,6 +277,8 @@ class ZePTNetwork(nn.Module):
                 t = self.tumour_head(k, adv, dec[k])
                 if k == self.full:
                     t = self._add_adapter_term(t, adv, dec[k], regions.get(k), restricted)
+                if sw["zero_shot_host_residual"] and not training and regions.get(k):
+                    t = self._zero_shot_host_residual(t, fund_logits[k][:, :self.n_org], regions[k])
                 if sw["anomaly_injection"]:
                     t = inject_anomaly(t, anomaly[k])
                 tumour[k] = self._held_to_hosts(t, regions.get(k), shells.get(k), restricted)
@@ -322,6 +324,17 @@ class ZePTNetwork(nn.Module):
         term = self.adapter_head(adv[:, gated], self.adapter.hidden(features[(..., *outer)]), head_map)
         for j, i in enumerate(gated):
             t[:, i][(..., *box)].add_(term[:, j][(..., *inner)])
+        return t
+
+    def _zero_shot_host_residual(self, t: torch.Tensor, organ_logits: torch.Tensor,
+                                 regions: Dict[int, torch.Tensor]) -> torch.Tensor:
+        """t [B, T, *s] (float32) with each zero-shot channel's query term replaced by its residual
+        on the logit of its host organ (the best of its hosts), fitted over the channel's region."""
+        t = t.float()
+        for z in self.zero_shot_pos:
+            if z in regions:
+                host = organ_logits[:, self.host_sets[z]].float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP).amax(1)
+                t[:, z] = host_residual(t[:, z], host, regions[z][:, 0])
         return t
 
     def _held_to_hosts(self, t: torch.Tensor, regions: Optional[Dict[int, torch.Tensor]],

@@ -412,3 +412,81 @@ def test_tumour_outputs_and_prompts_grow_the_host_organs_by_their_own_margins():
         return m
     assert torch.equal(out[:, 1] > -30, grown(1))           # liver_tumour: the liver grown by 1 mm
     assert torch.equal(out[:, 5] > -30, grown(3))           # the anomaly map: every host grown by 3 mm
+
+
+def test_host_residual_takes_out_the_fit_on_the_host_logit_inside_the_region_only_per_sample():
+    from nnunetv2_zept.architectures.heads import host_residual
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 6, 7, 8, generator=g) * 5
+    noise = torch.randn(h.shape, generator=g)
+    q = 2.0 * h + noise - 4.0                              # a query term that follows its organ
+    region = torch.zeros_like(h, dtype=torch.bool)
+    region[0, 1:5, 2:6, 1:7] = True
+    region[1] = True
+    region[2, 3, 3, 3] = True                              # one voxel: nothing to fit
+    r = host_residual(q, h, region)
+    for b in (0, 1):
+        m = region[b]
+        hc, rc = h[b][m] - h[b][m].mean(), r[b][m] - r[b][m].mean()
+        assert abs(float((hc * rc).mean())) < 1e-3 * float(hc.std() * rc.std())       # no correlation left
+        torch.testing.assert_close(r[b][m].mean(), q[b][m].mean(), rtol=1e-4, atol=1e-4)  # its mean kept
+        beta = float(((q[b][m] - q[b][m].mean()) * hc).sum() / (hc * hc).sum())
+        assert 1.9 < beta < 2.1
+        torch.testing.assert_close(r[b], q[b] - beta * (h[b] - h[b][m].mean()), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(r[2], q[2])
+    # a query term that ranks a lesion above its organ keeps that ranking
+    lesion = torch.zeros_like(region[1])
+    lesion[2:4, 2:4, 2:4] = True
+    q2 = 0.5 * h[1] + 3.0 * lesion
+    r2 = host_residual(q2[None], h[1][None], region[1][None])[0]
+    assert r2[lesion].min() > r2[~lesion].max() - 1.0
+
+
+def _kidney_ramp_in(net, box):
+    """Replace the fundamental head's organ rows by a kidney in `box` whose logit rises along the last
+    axis (2 to 10 at full resolution), every other organ absent (-8); returns the full-resolution
+    kidney logit."""
+    head = net.fundamental_head.forward
+    ramp = torch.full(PATCH, -8.0)
+    n = box[-1].stop - box[-1].start
+    ramp[box] = torch.linspace(2.0, 10.0, n)
+
+    def forward(level, queries, features):
+        out = head(level, queries, features).clone()
+        organs = torch.full_like(out[:, :net.n_org], -8.0)
+        organs[:, 1] = F.interpolate(ramp[None, None], size=tuple(features.shape[2:]), mode="nearest")[:, 0]
+        out[:, :net.n_org] = organs
+        return out
+    net.fundamental_head.forward = forward
+    return ramp
+
+
+def test_zero_shot_host_residual_changes_only_the_zero_shot_channel_and_only_in_prediction():
+    net, _, _, _ = _net(ds=False, organ_growth_mm=1.0, tumour_growth_mm=1.0, tumour_shell_margin=0.0)
+    kidney = _kidney_ramp_in(net, (slice(8, 20), slice(6, 18), slice(10, 22)))
+    net.set_stage(2)
+    x = torch.randn(1, 1, *PATCH) * 100
+    net.return_anomaly_map = True
+    net.eval()
+    with torch.no_grad():
+        off = net(x)
+        net.switches["zero_shot_host_residual"] = True
+        on = net(x)
+        net.train()
+        torch.manual_seed(1)                              # the same dropout draws in both training passes
+        trained_on = net(x)
+        net.switches["zero_shot_host_residual"] = False
+        torch.manual_seed(1)
+        trained_off = net(x)
+    zero_shot, others = 3, [0, 1, 2, 4, 5]                # kidney_cyst (host: kidney); the rest and the anomaly map
+    torch.testing.assert_close(on[:, others], off[:, others])
+    torch.testing.assert_close(trained_on, trained_off)
+    region = off[0, zero_shot] > -30
+    assert region.sum() > 1000 and torch.equal(region, on[0, zero_shot] > -30)
+    q_on = (on[0, zero_shot] - on[0, -1])[region]           # channel minus anomaly: the query term
+    q_off = (off[0, zero_shot] - off[0, -1])[region]
+    h = kidney[region]
+    corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])   # noqa: E731
+    assert abs(corr(q_on, h)) < 1e-3 < abs(corr(q_off, h))
+    torch.testing.assert_close(q_on.mean(), q_off.mean(), rtol=1e-3, atol=1e-3)

@@ -148,6 +148,12 @@ class nnUNetTrainerZePTStage2_noSeenRestriction(nnUNetTrainerZePTStage2):
     SWITCHES = {"seen_restriction": False}
 
 
+class nnUNetTrainerZePTStage2_hostResidualQuery(nnUNetTrainerZePTStage2):
+    """Prediction takes out of each zero-shot query term its linear fit on the host organ's logit
+    before the anomaly is added (heads.host_residual); training is the default's."""
+    SWITCHES = {"zero_shot_host_residual": True}
+
+
 class nnUNetTrainerZePTStage2_noTumourShellMargin(nnUNetTrainerZePTStage2):
     """Prediction keeps the tumour logits unchanged in the outer shell of their host regions, as
     before 2026-12-03; training is the default's."""
