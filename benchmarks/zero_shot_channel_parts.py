@@ -20,7 +20,25 @@ is the benchmark's model and grid.  Voxels where
 the channel or the anomaly is held at the floor logit (outside their regions) are left out of the
 parts' columns and counted; in the region's outer shell the query term includes the shell margin.
 
+With --rules it prints instead the same voxel AUROC for candidate rules that combine the two parts
+(how the query term may enter the channel), each computed per case over the channel's own region
+(where neither part is at the floor), as the network would at prediction:
+
+    sum           anomaly + query term (the default)
+    anomaly       the anomaly alone
+    floor_q25/med/q75   anomaly + max(query term, its 25th percentile / median / 75th percentile)
+    agree         anomaly + query term where the two correlate positively over the region, else the anomaly
+    corr_weight   anomaly + max(correlation, 0) * query term
+    host_resid    anomaly + query term minus its least-squares fit on the host organ's logit
+    host_resid_pos  the same where that fit's slope is positive, else the sum
+    host_resid_centred  anomaly + query term minus slope * (host logit - its mean over the region):
+                  the residual with the query term's mean kept (the switch zero_shot_host_residual)
+
+In this analysis the query term in the outer shell includes the shell margin; the switch fits the
+query term before the margin is applied.
+
     python benchmarks/zero_shot_channel_parts.py --work /work/bench/work --budget b3000 --seeds 0 1
+    python benchmarks/zero_shot_channel_parts.py --work /work/bench/work --budget b3000 --seeds 0 1 --rules
 """
 from __future__ import annotations
 
@@ -73,6 +91,33 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(roc_auc_score(positive, scores))
 
 
+RULES = ("sum", "anomaly", "floor_q25", "floor_med", "floor_q75", "agree", "corr_weight", "host_resid",
+         "host_resid_pos", "host_resid_centred")
+
+
+def combined(rule: str, a: np.ndarray, q: np.ndarray, host: np.ndarray) -> np.ndarray:
+    """One case's channel under `rule` from its anomaly a, query term q and host organ logit, all over
+    the channel's region (1-D arrays)."""
+    if rule == "sum":
+        return a + q
+    if rule == "anomaly":
+        return a
+    if rule.startswith("floor_"):
+        return a + np.maximum(q, np.percentile(q, {"floor_q25": 25, "floor_med": 50, "floor_q75": 75}[rule]))
+    r_qa = np.corrcoef(q, a)[0, 1]
+    if rule == "agree":
+        return a + (q if r_qa >= 0 else 0.0)
+    if rule == "corr_weight":
+        return a + max(r_qa, 0.0) * q
+    hc = host - host.mean()
+    beta = float(np.mean((q - q.mean()) * hc) / max(np.mean(hc * hc), 1e-12))
+    if rule == "host_resid":
+        return a + q - beta * host
+    if rule == "host_resid_pos":
+        return a + q - max(beta, 0.0) * host
+    return a + q - beta * hc
+
+
 def main(argv=None) -> int:
     import SimpleITK as sitk
 
@@ -88,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="zept")
     ap.add_argument("--budget", default="b3000")
     ap.add_argument("--types", nargs="+", default=None, help="zero-shot types (default: every one)")
+    ap.add_argument("--rules", action="store_true", help="voxel AUROC of candidate combination rules instead")
     args = ap.parse_args(argv)
     bench = zero_shot.Bench(Path(args.work).resolve(), args.budget)
     folders = bench.split_folders("dev")
@@ -103,11 +149,17 @@ def main(argv=None) -> int:
     for p in sorted(folders["labels"].glob(f"*{ending}")):
         img = sitk.ReadImage(str(p))
         labels[p.name[:-len(ending)]] = (sitk.GetArrayFromImage(img), tuple(img.GetSpacing())[::-1])
-    print(f"# zero-shot channel parts, development split, {args.config}, budget {args.budget}\n")
-    print("| type | seed | cases | AUROC anomaly | AUROC query term | AUROC channel | AUROC saved prediction "
+    if args.rules:
+        print(f"# zero-shot channel combination rules, development split, {args.config}, budget {args.budget}\n")
+        print("Voxel AUROC in the host region (lesion against the rest, voxels pooled over the cases of the type).\n")
+        print("| type | seed | " + " | ".join(RULES) + " |")
+        print("|---|---|" + "---|" * len(RULES))
+    else:
+        print(f"# zero-shot channel parts, development split, {args.config}, budget {args.budget}\n")
+        print("| type | seed | cases | AUROC anomaly | AUROC query term | AUROC channel | AUROC saved prediction "
           "| anomaly median lesion / rest | query term median lesion / rest | correlation query term, host organ "
           "| voxels left out |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in types:
         tname = names[t]
         lesion_ids = ids[tname]
@@ -119,6 +171,7 @@ def main(argv=None) -> int:
                                 f"seed{seed}" / tname)
             saved = bench.work / "predictions" / args.budget / "dev" / args.config / f"seed{seed}"
             cols = {k: [] for k in ("anomaly", "channel", "host", "saved", "lesion", "kept")}
+            ruled = {r: [] for r in RULES}
             for c in cases:
                 lab, spacing = labels[c]
                 lesion = np.isin(lab, list(lesion_ids))
@@ -135,6 +188,17 @@ def main(argv=None) -> int:
                 cols["saved"].append(sv[region])
                 cols["lesion"].append(lesion[region])
                 cols["kept"].append((a[region] > FLOOR_LOGIT) & (ch[region] > FLOOR_LOGIT))
+                if args.rules:
+                    live = (a > FLOOR_LOGIT) & (ch > FLOOR_LOGIT)          # the channel's own region
+                    for r in RULES:
+                        v = ch.copy()
+                        v[live] = combined(r, a[live], ch[live] - a[live], host[live])
+                        ruled[r].append(v[region])
+            if args.rules:
+                les = np.concatenate(cols["lesion"])
+                print(f"| {tname} | {seed} | " + " | ".join(f"{auroc(np.concatenate(ruled[r]), les):.3f}" for r in RULES)
+                      + " |", flush=True)
+                continue
             a, ch, host, sv, les, kept = (np.concatenate(cols[k]) for k in ("anomaly", "channel", "host", "saved",
                                                                              "lesion", "kept"))
             q = ch - a
