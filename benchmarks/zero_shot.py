@@ -27,10 +27,11 @@ each finished run leaves a small result file under benchmarks/results/zero_shot/
   python benchmarks/zero_shot.py report                                  # tables from the result files
   python benchmarks/zero_shot.py export-reference --seeds 2             # the demo's reference models (one seed)
   python benchmarks/zero_shot.py thresholds --configs zept               # can a threshold delineate? (dev only)
-  python benchmarks/zero_shot.py compare --configs zept zept_hypodenseLesions --seeds 0   # a change's before/after (dev only)
+  python benchmarks/zero_shot.py compare --configs zept zept_hypodenseLesions --seeds 0   # a change's before/after
+  python benchmarks/zero_shot.py compare --configs zept zept_hostResidualQuery --split test  # after `test` scored both
 
 Development-only studies over the saved runs and predictions (no test data): `thresholds` and
-`compare` above,
+`compare` above (compare --split test only pairs runs that `test` has scored),
 benchmarks/score_rules.py (tumour-score grid rules), benchmarks/seen_precedence.py (a label-map rule,
 tested and not adopted), benchmarks/seen_false_positives.py (where seen channels fire in
 tumour-free cases) and benchmarks/zero_shot_channel_parts.py (a zero-shot channel split into
@@ -618,6 +619,8 @@ def main(argv=None) -> int:
                     help="work folder for data, checkpoints and predictions (not committed)")
     ap.add_argument("--results", default=str(RESULTS), help="result files (committed)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--split", default="dev", choices=("dev", "test"),
+                    help="compare only: the split whose runs are paired (test: runs `test` has already scored)")
     ap.add_argument("--out", default=None, help="report Markdown (default <results>/report.md)")
     args = ap.parse_args(argv)
     results = Path(args.results)
@@ -644,12 +647,13 @@ def main(argv=None) -> int:
         if len(args.configs) < 2:
             raise SystemExit("compare needs a reference configuration and at least one variant: --configs REF VARIANT ...")
         budget_dir = results / args.budget
-        runs = {c: load_runs(budget_dir, "dev", c) for c in args.configs}
+        runs = {c: load_runs(budget_dir, args.split, c) for c in args.configs}
         seeds = args.seeds or ()
-        out = Path(args.out) if args.out else budget_dir / f"compare_dev_{'_'.join(args.configs)}.md"
+        out = Path(args.out) if args.out else budget_dir / f"compare_{args.split}_{'_'.join(args.configs)}.md"
         print(write_comparison(budget_dir, runs, seeds, out,
                                "python benchmarks/zero_shot.py compare --configs " + " ".join(args.configs)
-                               + (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")))
+                               + (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")
+                               + (" --split test" if args.split == "test" else ""), args.split))
         return 0
     args.seeds = args.seeds or [0, 1, 2]
     bench = Bench(Path(args.work).resolve(), args.budget, args.device, results)

@@ -1,11 +1,12 @@
-"""Paired comparison of development-split configurations: `python benchmarks/zero_shot.py compare
---configs REF VARIANT [VARIANT ...] [--seeds ...]`.
+"""Paired comparison of configurations: `python benchmarks/zero_shot.py compare --configs REF VARIANT
+[VARIANT ...] [--seeds ...] [--split test]`.
 
 The before/after measurement of one change (an ablation switch, a lesion curriculum): each variant
 against the reference configuration on the training seeds both have, with the paired bootstrap 95 %
 interval over cases of the difference of seed means (the same case resamples for both, so case
-difficulty cancels).  Development split only: a comparison is how a change is chosen, and choices
-are never made on the test split.
+difficulty cancels).  On the development split a comparison is how a change is chosen.  With
+--split test it only reads runs that `test` has already scored (and recorded): it reports the
+paired difference of a choice made before, and scores nothing.
 """
 from __future__ import annotations
 
@@ -80,13 +81,13 @@ def shared_seeds(runs: Dict[str, List[dict]], wanted: Sequence[int] = ()) -> Lis
 def compare(runs: Dict[str, List[dict]], reference: str, seeds: Sequence[int],
             resamples: int = stats.RESAMPLES) -> Dict[str, Dict[str, dict]]:
     """{variant: {row label: {"reference", "variant", "difference", "ci_low", "ci_high"}}}; `runs`
-    maps each configuration to its development runs (benchmarks/zero_shot.py load_runs)."""
+    maps each configuration to its runs of one split (benchmarks/zero_shot.py load_runs)."""
     picked = {c: sorted((r for r in rs if int(r["seed"]) in seeds), key=lambda r: r["seed"]) for c, rs in runs.items()}
     first = picked[reference][0]
     a = first["arrays"]
     for c, rs in picked.items():
         if any(not np.array_equal(r["arrays"]["cases"], a["cases"]) for r in rs):
-            raise SystemExit(f"{c}: its development cases differ from {reference}'s; both must come from one benchmark data set")
+            raise SystemExit(f"{c}: its cases differ from {reference}'s; both must come from one benchmark split")
     tumours = sorted({k.split("/")[0] for k in a if "/" in k})
     role = {t: first["full_resolution"]["per_class"].get(t, {}).get("role", "?") for t in tumours}
     weights = stats.resample_weights({t: a[f"{t}/present"] for t in tumours}, len(a["cases"]), resamples)
@@ -113,10 +114,14 @@ def compare(runs: Dict[str, List[dict]], reference: str, seeds: Sequence[int],
     return out
 
 
+SPLIT_NAMES = {"dev": "development", "test": "test"}
+
+
 def compare_markdown(result: Dict[str, Dict[str, dict]], reference: str, seeds: Sequence[int], budget: str,
-                     command: str) -> str:
-    lines = [f"## Paired comparison against `{reference}`, budget {budget}, development split, seeds {list(seeds)}", "",
-             f"Written by `{command}`.  Each cell: value on all development cases, mean over the seeds; "
+                     command: str, split: str = "dev") -> str:
+    name = SPLIT_NAMES[split]
+    lines = [f"## Paired comparison against `{reference}`, budget {budget}, {name} split, seeds {list(seeds)}", "",
+             f"Written by `{command}`.  Each cell: value on all {name} cases, mean over the seeds; "
              "difference = variant minus reference with its paired bootstrap 95 % interval over cases.", ""]
     for variant, rows in result.items():
         lines += [f"### `{variant}`", "", f"| measure | `{reference}` | `{variant}` | difference [95 % CI] |",
@@ -129,21 +134,22 @@ def compare_markdown(result: Dict[str, Dict[str, dict]], reference: str, seeds: 
 
 
 def write_comparison(budget_dir: Path, runs: Dict[str, List[dict]], wanted_seeds: Sequence[int], out_md: Path,
-                     command: str) -> str:
+                     command: str, split: str = "dev") -> str:
     reference = next(iter(runs))
+    name = SPLIT_NAMES[split]
     for c, rs in runs.items():
         if not rs:
-            raise SystemExit(f"no development runs of {c!r} in {budget_dir / 'dev' / c}: "
-                             f"run `python benchmarks/zero_shot.py dev --configs {c}` first")
+            raise SystemExit(f"no {name} runs of {c!r} in {budget_dir / split / c}: "
+                             f"run `python benchmarks/zero_shot.py {split} --configs {c}` first")
     seeds = shared_seeds(runs, wanted_seeds)
     if not seeds:
         have = {c: sorted(int(r["seed"]) for r in rs) for c, rs in runs.items()}
-        raise SystemExit(f"compare needs seeds every configuration has run on the development split; they have {have}")
+        raise SystemExit(f"compare needs seeds every configuration has run on the {name} split; they have {have}")
     picked = {c: [r for r in rs if int(r["seed"]) in seeds] for c, rs in runs.items()}
     problem = scoring_mismatch(picked) or training_cpu_mismatch(picked)
     if problem:
         raise SystemExit(problem)
-    text = compare_markdown(compare(picked, reference, seeds), reference, seeds, budget_dir.name, command)
+    text = compare_markdown(compare(picked, reference, seeds), reference, seeds, budget_dir.name, command, split)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text)
     return text

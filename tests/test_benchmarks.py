@@ -342,6 +342,11 @@ def test_compare_pairs_variants_on_shared_seeds_and_refuses_mixed_scoring(tmp_pa
     assert rows["organ DSC"]["difference"] == pytest.approx(0.0)
     text = write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd")
     assert "| zero-shot case AUROC | 0.000 | 1.000 | +1.000" in text and "seeds [0, 1]" in text
+    assert "development split" in text
+    text = write_comparison(tmp_path, runs, (), tmp_path / "c.md", "cmd", split="test")
+    assert "test split" in text and "development" not in text
+    with pytest.raises(SystemExit, match="no test runs of 'var'"):
+        write_comparison(tmp_path, {"ref": runs["ref"], "var": []}, (), tmp_path / "c.md", "cmd", split="test")
     with pytest.raises(SystemExit, match="every configuration has run"):
         write_comparison(tmp_path, runs, [2], tmp_path / "c.md", "cmd")
     runs["var"][0]["commit"] = "0000000"          # not a commit: its scoring code cannot be checked
