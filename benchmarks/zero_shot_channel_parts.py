@@ -109,13 +109,19 @@ def combined(rule: str, a: np.ndarray, q: np.ndarray, host: np.ndarray) -> np.nd
         return a + (q if r_qa >= 0 else 0.0)
     if rule == "corr_weight":
         return a + max(r_qa, 0.0) * q
+    if rule == "host_resid_centred":
+        # the switch's own function (architectures/heads.py), over the whole region as one sample
+        import torch
+
+        from nnunetv2_zept.architectures.heads import host_residual
+
+        q64, h64 = torch.from_numpy(q)[None], torch.from_numpy(host)[None]
+        return a + host_residual(q64, h64, torch.ones_like(q64, dtype=torch.bool))[0].double().numpy()
     hc = host - host.mean()
     beta = float(np.mean((q - q.mean()) * hc) / max(np.mean(hc * hc), 1e-12))
     if rule == "host_resid":
         return a + q - beta * host
-    if rule == "host_resid_pos":
-        return a + q - max(beta, 0.0) * host
-    return a + q - beta * hc
+    return a + q - max(beta, 0.0) * host       # host_resid_pos
 
 
 def main(argv=None) -> int:
@@ -181,19 +187,20 @@ def main(argv=None) -> int:
                 probs = np.load(files["probabilities_npz"])[PROBABILITY_KEY]
                 ch = logit(probs[t])
                 host = logit(np.max([probs[h] for h in roles.hosts[t]], axis=0))
-                sv = np.load(saved / f"{c}.npz")[PROBABILITY_KEY][t]
-                cols["anomaly"].append(a[region])
-                cols["channel"].append(ch[region])
-                cols["host"].append(host[region])
-                cols["saved"].append(sv[region])
                 cols["lesion"].append(lesion[region])
-                cols["kept"].append((a[region] > FLOOR_LOGIT) & (ch[region] > FLOOR_LOGIT))
                 if args.rules:
                     live = (a > FLOOR_LOGIT) & (ch > FLOOR_LOGIT)          # the channel's own region
                     for r in RULES:
                         v = ch.copy()
                         v[live] = combined(r, a[live], ch[live] - a[live], host[live])
                         ruled[r].append(v[region])
+                    continue
+                sv = np.load(saved / f"{c}.npz")[PROBABILITY_KEY][t]
+                cols["anomaly"].append(a[region])
+                cols["channel"].append(ch[region])
+                cols["host"].append(host[region])
+                cols["saved"].append(sv[region])
+                cols["kept"].append((a[region] > FLOOR_LOGIT) & (ch[region] > FLOOR_LOGIT))
             if args.rules:
                 les = np.concatenate(cols["lesion"])
                 print(f"| {tname} | {seed} | " + " | ".join(f"{auroc(np.concatenate(ruled[r]), les):.3f}" for r in RULES)
