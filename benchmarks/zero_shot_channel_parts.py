@@ -24,7 +24,7 @@ With --rules it prints instead the same voxel AUROC for candidate rules that com
 (how the query term may enter the channel), each computed per case over the channel's own region
 (where neither part is at the floor), as the network would at prediction:
 
-    sum           anomaly + query term (the default)
+    sum           anomaly + query term (the prediction before 2026-12-03)
     anomaly       the anomaly alone
     floor_q25/med/q75   anomaly + max(query term, its 25th percentile / median / 75th percentile)
     agree         anomaly + query term where the two correlate positively over the region, else the anomaly
@@ -35,7 +35,10 @@ With --rules it prints instead the same voxel AUROC for candidate rules that com
                   the residual with the query term's mean kept (the switch zero_shot_host_residual)
 
 In this analysis the query term in the outer shell includes the shell margin; the switch fits the
-query term before the margin is applied.
+query term before the margin is applied.  The split into parts assumes a channel that is their plain
+sum: study models whose plans.json stores zero_shot_host_residual false (the ablation's `zept` models,
+trained while it was off by default, or nnUNetTrainerZePTStage2_noHostResidualQuery); with it on, the
+"query term" read here is already the residual.
 
     python benchmarks/zero_shot_channel_parts.py --work /work/bench/work --budget b3000 --seeds 0 1
     python benchmarks/zero_shot_channel_parts.py --work /work/bench/work --budget b3000 --seeds 0 1 --rules

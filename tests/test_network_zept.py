@@ -470,6 +470,7 @@ def test_zero_shot_host_residual_changes_only_the_zero_shot_channel_and_only_in_
     net.return_anomaly_map = True
     net.eval()
     with torch.no_grad():
+        net.switches["zero_shot_host_residual"] = False
         off = net(x)
         net.switches["zero_shot_host_residual"] = True
         on = net(x)
@@ -490,3 +491,25 @@ def test_zero_shot_host_residual_changes_only_the_zero_shot_channel_and_only_in_
     corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])   # noqa: E731
     assert abs(corr(q_on, h)) < 1e-3 < abs(corr(q_off, h))
     torch.testing.assert_close(q_on.mean(), q_off.mean(), rtol=1e-3, atol=1e-3)
+
+
+def test_a_model_predicts_with_the_switches_it_stored_and_the_defaults_for_switches_added_after_it():
+    """The network is rebuilt from the `zept` block that training wrote into plans.json: a model trained
+    while zero_shot_host_residual was off by default stored `false` and keeps it; a model trained
+    before the switch existed stored no key and predicts with today's default (on), like the shipped
+    reference models."""
+    from nnunetv2_zept.trainers import nnUNetTrainerZePTStage2, nnUNetTrainerZePTStage2_noHostResidualQuery
+
+    pm, cm = managers(make_plans(PATCH, (1, 1, 1), base_features=8))
+    roles = example_roles()
+    cfg = default_zept_config(roles, TEXT_DIM, **SMALL)
+    assert cfg["switches"]["zero_shot_host_residual"] is True
+    older = json.loads(json.dumps(cfg))
+    del older["switches"]["zero_shot_host_residual"]
+    stored_off = default_zept_config(roles, TEXT_DIM, **{**SMALL, **nnUNetTrainerZePTStage2_noHostResidualQuery.SWITCHES})
+    assert nnUNetTrainerZePTStage2.SWITCHES.get("zero_shot_host_residual", True) is True
+    built = {name: build_zept_network(pm, cm, 1, roles.num_channels, False, json.loads(json.dumps(c))).switches
+             for name, c in (("default", cfg), ("older", older), ("stored_off", stored_off))}
+    assert built["default"]["zero_shot_host_residual"] is True
+    assert built["older"]["zero_shot_host_residual"] is True
+    assert built["stored_off"]["zero_shot_host_residual"] is False

@@ -148,9 +148,16 @@ class nnUNetTrainerZePTStage2_noSeenRestriction(nnUNetTrainerZePTStage2):
     SWITCHES = {"seen_restriction": False}
 
 
+class nnUNetTrainerZePTStage2_noHostResidualQuery(nnUNetTrainerZePTStage2):
+    """Prediction adds each zero-shot query term to the anomaly as it is, with its fit on the host
+    organ's logit, as before 2026-12-03; training is the default's."""
+    SWITCHES = {"zero_shot_host_residual": False}
+
+
 class nnUNetTrainerZePTStage2_hostResidualQuery(nnUNetTrainerZePTStage2):
-    """Prediction takes out of each zero-shot query term its linear fit on the host organ's logit
-    before the anomaly is added (heads.host_residual); training is the default's."""
+    """The default's switch set explicitly, as the ablation that chose it trained it while the default
+    was off (benchmarks/results/zero_shot_ablation: `zept_hostResidualQuery`); kept so that its
+    recorded runs can be rebuilt under their name."""
     SWITCHES = {"zero_shot_host_residual": True}
 
 
