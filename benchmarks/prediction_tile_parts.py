@@ -14,9 +14,10 @@ runs, and is timed).  The ZePT tile is split into its parts by timing wrappers a
 network's blocks (backbone, grouping, fundamental heads, host-organ regions, tumour decoder, tumour
 heads, mask-feature adapter, ...); "rest" is the tile minus the named parts.
 
-The ZePT tile is also timed with `seen_restriction` off (seen tumour channels over the whole tile,
-the adapter over every voxel: prediction before 2026-12-03).  Rows below time a part's former
-evaluations on the same tiles: the adapter over the whole tile, with its closing 1x1 conv run
+The ZePT tile is also timed with each prediction switch of SWITCHED_OFF off in turn:
+`seen_restriction` (seen tumour channels over the whole tile, the adapter over every voxel) and
+`zero_shot_host_residual` (the zero-shot query terms added as they are), both prediction before
+2026-12-03.  Rows below time a part's former evaluations on the same tiles: the adapter over the whole tile, with its closing 1x1 conv run
 separately (before 2026-12-02) and folded into the head (2026-12-02), and the host-organ regions
 with cavity filling and dilation over the whole tile (now inside the organs' bounding box).
 
@@ -45,7 +46,13 @@ from bench_data import build_variant_network  # noqa: E402
 # the network attributes and module-level functions of architectures.zept_network that are timed
 MODULES = ("token_proj", "grouping", "fundamental_head", "calibration", "tumour_decoder", "tumour_head", "adapter",
            "adapter_head")
-FUNCTIONS = ("run_backbone", "best_affinity_anomaly", "host_regions", "outer_shell", "prompt_mask", "inject_anomaly")
+FUNCTIONS = ("run_backbone", "best_affinity_anomaly", "host_regions", "outer_shell", "prompt_mask", "inject_anomaly",
+             "host_residual")
+# prediction switches that are also timed off, on the same tiles: {switch: (key in tile_s, row label)}
+SWITCHED_OFF = {
+    "seen_restriction": ("zept_s2_unrestricted", "seen_restriction off (before 2026-12-03)"),
+    "zero_shot_host_residual": ("zept_s2_no_host_residual", "zero_shot_host_residual off (before 2026-12-03)"),
+}
 
 
 def synthetic_benchmark_roles():
@@ -220,7 +227,7 @@ def main(argv=None) -> int:
     timer = PartTimer(dev)
     instrument(zept, timer)
     tiles, n_grid = case_tiles(args.shape, args.spacing, patch, args.tiles + 1)
-    times = {v: [] for v in list(nets) + ["zept_s2_unrestricted"]}
+    times = {v: [] for v in list(nets) + [key for key, _ in SWITCHED_OFF.values()]}
     parts = []                 # per tile: {part: s}; a part a tile does not run (no seen host: no adapter) counts 0
     former = collections.defaultdict(list)
     organ_share = []
@@ -236,11 +243,12 @@ def main(argv=None) -> int:
                 times[v].append(time.perf_counter() - t0)
                 if v == "zept_s2":
                     parts.append(dict(timer.totals))
-                    zept.switches["seen_restriction"] = False
-                    t0 = time.perf_counter()
-                    net(x)
-                    times["zept_s2_unrestricted"].append(time.perf_counter() - t0)
-                    zept.switches["seen_restriction"] = True
+                    for switch, (key, _) in SWITCHED_OFF.items():
+                        zept.switches[switch] = False
+                        t0 = time.perf_counter()
+                        net(x)
+                        times[key].append(time.perf_counter() - t0)
+                        zept.switches[switch] = True
             if i:
                 organ_share.append(float((organ_ids > 0).float().mean()))
                 for k, sec in former_parts_seconds(zept, x, state["organs"], timer).items():
@@ -261,8 +269,8 @@ def main(argv=None) -> int:
              "| part | s per tile | share of the ZePT overhead |", "|---|---|---|",
              f"| plain nnU-Net tile | {tile['plain']:.3f} | |",
              f"| ZePT Stage 2 tile | {tile['zept_s2']:.3f} ({tile['zept_s2'] / tile['plain']:.2f}x plain) | 100% |",
-             f"| ZePT Stage 2 tile, seen_restriction off (before 2026-12-03) | {tile['zept_s2_unrestricted']:.3f} "
-             f"({tile['zept_s2_unrestricted'] / tile['plain']:.2f}x plain) | |",
+             *[f"| ZePT Stage 2 tile, {label} | {tile[key]:.3f} ({tile[key] / tile['plain']:.2f}x plain) | |"
+               for key, label in SWITCHED_OFF.values()],
              f"| ZePT backbone (run_backbone) | {part.get('run_backbone', 0):.3f} | "
              f"{(part.get('run_backbone', 0) - tile['plain']) / overhead:.0%} (its excess over the plain tile) |"]
     for k, sec in sorted(part.items(), key=lambda kv: -kv[1]):

@@ -400,6 +400,8 @@ def test_prediction_tile_parts_times_every_part_on_ground_truth_organs(tmp_path,
     assert r["tile_s"]["plain"] > 0 and r["tile_s"]["zept_s2"] > r["parts_s"]["run_backbone"] > 0
     assert set(r["former_s"]) == {"adapter_unfolded", "adapter_whole_tile", "host_regions_whole_tile"}
     assert "| ZePT Stage 2 tile, seen_restriction off" in table and r["tile_s"]["zept_s2_unrestricted"] > 0
+    assert "| ZePT Stage 2 tile, zero_shot_host_residual off" in table and r["tile_s"]["zept_s2_no_host_residual"] > 0
+    assert r["parts_s"]["host_residual"] > 0              # the default runs it on a tile with zero-shot hosts
     tiles, n = parts.case_tiles([48, 40, 32], [6, 6, 6], [24, 32, 32], 3)
     assert len(tiles) == 3 <= n and all(t[0].shape == (1, 1, 24, 32, 32) for t in tiles)
     assert any(bool((organs > 0).any()) for _, organs in tiles)
