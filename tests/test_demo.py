@@ -69,6 +69,10 @@ def test_quick_demo_writes_report_with_numbers_and_figures(quick_demo):
             assert 0.0 <= e["detection"]["AUROC"] <= 1.0
     assert "tumour-agnostic" in text
     assert "Wall time per phase" in text and "training Stage 1" in text
+    # every training is seeded (the default seed 0), so that a run reproduces its models
+    assert "training seed 0" in text
+    for key in ("stage1", "stage2", "baseline"):
+        assert "NNUNETV2_ZEPT_SEED=0: Python, NumPy and torch seeded" in (out / "logs" / f"train_{key}.log").read_text(), key
 
     # the fresh held-out cases come from their own generator seed, not from the training data
     held = json.loads((out / "held_out" / "Dataset991_ZePTDemoHeldOut" / "cases.json").read_text())
@@ -203,6 +207,9 @@ def test_cli_flags_map_onto_settings():
     assert (s.num_test, s.seed, s.fold, s.unet_features) == (10, 3, "all", None)
     assert cmd.settings_from_args(p.parse_args(["--longer"])).preset == "longer"
     s = cmd.settings_from_args(p.parse_args(["--baseline", "--no-reference", "--held-out-seed", "7"]))
-    assert s.train_baseline and not s.use_reference and s.held_out_seed == 7
+    assert s.train_baseline and not s.use_reference and s.held_out_seed == 7 and s.train_seed == 0
+    assert cmd.settings_from_args(p.parse_args(["--train-seed", "5"])).train_seed == 5
+    with pytest.raises(ValueError, match="train-seed"):
+        cmd.settings_from_args(p.parse_args(["--train-seed", "-1"]))
     with pytest.raises(SystemExit):
         p.parse_args(["--quick", "--longer"])

@@ -51,6 +51,9 @@ def add_arguments(parser):
                        help=f"Stage 1 epochs; Stage 2 gets {d.stage2_epochs}/{d.stage1_epochs} of them unless "
                             f"--stage2-epochs is given (default {d.stage1_epochs})")
     train.add_argument("--stage2-epochs", type=int, default=None, help=f"Stage 2 epochs (default {d.stage2_epochs})")
+    train.add_argument("--train-seed", type=int, default=None,
+                       help=f"seed of every training here (default {d.train_seed}, the reference models' training "
+                            "seed): the same seed trains the same models on the same machine")
     train.add_argument("--baseline", action="store_true",
                        help="also train the like-for-like nnU-Net here (nnUNetTrainerZePTBaselineAdamW; --longer does)")
     train.add_argument("--baseline-epochs", type=int, default=None,
@@ -74,7 +77,7 @@ def settings_from_args(args):
         stage2 = max(1, round(args.epochs * base.stage2_epochs / base.stage1_epochs))
     overrides = dict(output=args.output, overwrite=args.overwrite or None, device=args.device,
                      num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                     held_out_seed=args.held_out_seed, iterations=args.iterations,
+                     held_out_seed=args.held_out_seed, train_seed=args.train_seed, iterations=args.iterations,
                      stage1_epochs=args.epochs, stage2_epochs=stage2, baseline_epochs=args.baseline_epochs,
                      fold=args.fold, train_baseline=True if args.baseline else None,
                      use_reference=False if args.no_reference else None, reference_models=args.reference_models)

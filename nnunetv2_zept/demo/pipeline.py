@@ -138,7 +138,8 @@ def run_demo(settings: DemoSettings) -> Path:
         progress.start(phase, f"{TRAINERS[key]}, fold {settings.fold}, {length.epochs} epochs x {length.iterations} "
                               f"iterations = {length.total} steps on {settings.device}")
         res = nnunet_steps.train(did, TRAINERS[key], settings.fold, length.epochs, length.iterations,
-                                 settings.val_iterations, settings.device, env, logs / f"train_{key}.log")
+                                 settings.val_iterations, settings.device, env, logs / f"train_{key}.log",
+                                 seed=settings.train_seed)
         log = nnunet_steps.TrainingLog.parse(res.lines)
         spi = log.seconds_per_iteration(length.iterations, settings.val_iterations)
         loss = (f", training loss {log.train_losses[0]:.3f} -> {log.train_losses[-1]:.3f}" if log.train_losses else "")

@@ -141,7 +141,8 @@ def write_report(report_dir: Path, settings: DemoSettings, held_out: Path, meta:
           f"| seen tumour types (in training labels) | {', '.join(seen)} |",
           f"| zero-shot tumour types (held-out cases only) | {', '.join(zero_shot)} |",
           f"| nnU-Net configuration | 3d_fullres, fold {settings.fold}, U-Net base features "
-          f"{settings.unet_features or 'as planned'}, patch = whole case, batch 2, no mirroring |",
+          f"{settings.unet_features or 'as planned'}, patch = whole case, batch 2, no mirroring, training seed "
+          f"{settings.train_seed} |",
           f"| preset | `{settings.preset}` |", ""]
     if trained:
         L += ["Trained here:", "",

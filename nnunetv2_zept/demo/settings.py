@@ -47,6 +47,10 @@ class DemoSettings:
     # fresh held-out cases from a generator seed that no training or benchmark uses
     num_test: int = 30
     held_out_seed: int = 3000
+    # seed of every training here (NNUNETV2_ZEPT_SEED): with augmentation in the main process a run on the
+    # same machine trains the same models bit for bit, so two demo runs differ only where the code does;
+    # 0 is the reference models' training seed
+    train_seed: int = 0
     dataset_id: int = DEFAULT_DATASET_ID
     # synthetic grid (x, y, z): the generator's demo anatomy at 6 mm, 60 x 46 x 40 voxels, one patch per case
     shape: Tuple[int, int, int] = (60, 46, 40)
@@ -86,6 +90,8 @@ class DemoSettings:
         for name in ("num_train", "iterations", "stage1_epochs", "stage2_epochs", "val_iterations"):
             if getattr(self, name) < 1:
                 problems.append(f"{name.replace('_', '-')} = {getattr(self, name)} must be at least 1")
+        if self.train_seed < 0:
+            problems.append(f"train-seed = {self.train_seed} must be 0 or more")
         if self.baseline_epochs is not None and self.baseline_epochs < 1:
             problems.append(f"baseline-epochs = {self.baseline_epochs} must be at least 1")
         if self.num_test < 7:
