@@ -17,9 +17,10 @@ heads, mask-feature adapter, ...); "rest" is the tile minus the named parts.
 The ZePT tile is also timed with each prediction switch of SWITCHED_OFF off in turn:
 `seen_restriction` (seen tumour channels over the whole tile, the adapter over every voxel) and
 `zero_shot_host_residual` (the zero-shot query terms added as they are), both prediction before
-2026-12-03.  Rows below time a part's former evaluations on the same tiles: the adapter over the whole tile, with its closing 1x1 conv run
-separately (before 2026-12-02) and folded into the head (2026-12-02), and the host-organ regions
-with cavity filling and dilation over the whole tile (now inside the organs' bounding box).
+2026-12-03.  Rows below time a part's former evaluations on the same tiles: the adapter over the
+whole tile, with its closing 1x1 conv run separately (before 2026-12-02) and folded into the head
+(2026-12-02), and the host-organ regions with cavity filling and dilation over the whole tile (now
+inside the organs' bounding box).
 
     python benchmarks/prediction_tile_parts.py        # the realistic case: 300 x 300 x 200 at 1 mm, patch 96 x 160 x 128, width 16
     python benchmarks/prediction_tile_parts.py --shape 72 56 48 --spacing 6 6 6 --patch 40 48 56 --tiles 4   # a quick look
@@ -244,11 +245,11 @@ def main(argv=None) -> int:
                 if v == "zept_s2":
                     parts.append(dict(timer.totals))
                     for switch, (key, _) in SWITCHED_OFF.items():
-                        zept.switches[switch] = False
+                        default, zept.switches[switch] = zept.switches[switch], False
                         t0 = time.perf_counter()
                         net(x)
                         times[key].append(time.perf_counter() - t0)
-                        zept.switches[switch] = True
+                        zept.switches[switch] = default
             if i:
                 organ_share.append(float((organ_ids > 0).float().mean()))
                 for k, sec in former_parts_seconds(zept, x, state["organs"], timer).items():
